@@ -1,0 +1,1 @@
+"""fleetzip agent: serves a node's files below configured roots, plus health routes."""

@@ -1,0 +1,1 @@
+"""fleetzip coordinator: discovers agents and streams one merged ZIP of their files."""
