@@ -13,7 +13,7 @@ NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 def check_node_name(name: str) -> str:
     """*name* if it is a valid node name, else ValueError saying what a name may be."""
-    if not isinstance(name, str) or not NODE_NAME_RE.match(name):
+    if not isinstance(name, str) or not NODE_NAME_RE.fullmatch(name):
         raise ValueError(
             f"invalid node name {name!r}: use 1-63 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
