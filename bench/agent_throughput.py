@@ -1,0 +1,173 @@
+"""Agent throughput vs nginx (sendfile on) vs Tornado's StaticFileHandler, one run.
+
+All servers serve the same big file over loopback to ``curl``; every round downloads it once
+from each server, in an order rotated per round so the machine's noise is shared; the table
+gives medians. The target (issue 2): agent ≥ 0.9 × nginx.
+
+nginx runs with ``worker_processes 1`` — equal footing with the single-process agent
+(``--nginx-auto`` also measures ``worker_processes auto``). Every download is checked:
+status 200 and exactly ``--size`` bytes, or the run fails.
+
+    .venv/bin/python bench/agent_throughput.py --rounds 5 --size 1GiB
+
+Exit codes: 0 done; 1 target missed (only with ``--strict``); 2 usage / missing tool;
+3 a download failed (the measurement is invalid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    GIB,
+    MIB,
+    CurlResult,
+    Server,
+    agent_server,
+    curl_download,
+    ensure_file,
+    machine_notes,
+    median,
+    nginx_binary,
+    nginx_server,
+    parse_size,
+    print_json_line,
+    print_table,
+    require_curl,
+    running,
+    static_server,
+    warm_page_cache,
+    work_dir,
+)
+
+TARGET_VS_NGINX = 0.9
+
+
+@dataclass
+class Tally:
+    """What one server did over all rounds."""
+
+    speeds: list[float] = field(default_factory=list)  # bytes/s, curl's figure
+    cpu_per_gib: list[float] = field(default_factory=list)  # server CPU seconds per GiB
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "median_MiBps": round(median(self.speeds) / MIB, 1),
+            "min_MiBps": round(min(self.speeds) / MIB, 1),
+            "max_MiBps": round(max(self.speeds) / MIB, 1),
+            "median_cpu_s_per_GiB": round(median(self.cpu_per_gib), 3),
+            "rounds_MiBps": [round(s / MIB, 1) for s in self.speeds],
+        }
+
+
+class DownloadFailed(RuntimeError):
+    pass
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5, help="downloads per server [5]")
+    p.add_argument("--size", default="1GiB", help="file size [1GiB]")
+    p.add_argument("--duration", type=float, default=120.0,
+                   help="max seconds for one download (curl --max-time) [120]")
+    p.add_argument("--chunk-size", default=None,
+                   help="agent chunk_size (default: the agent's own default, 1MiB)")
+    p.add_argument("--nginx-auto", action="store_true",
+                   help="also measure nginx with worker_processes auto")
+    p.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    return p.parse_args(argv)
+
+
+def build_servers(tmp: Path, data: Path, name: str, args: argparse.Namespace) -> list[Server]:
+    agent_cfg: dict[str, Any] = {"max_concurrent_downloads": 32, "max_bandwidth": 0}
+    if args.chunk_size:
+        agent_cfg["chunk_size"] = args.chunk_size
+    servers = [
+        agent_server(tmp, data, name, **agent_cfg),
+        nginx_server(tmp, data, name, workers="1"),
+        static_server(tmp, data, name),
+    ]
+    if args.nginx_auto:
+        servers.append(nginx_server(tmp, data, name, workers="auto", name="nginx-auto"))
+    return servers
+
+
+def measure(server: Server, size: int, max_time: float) -> tuple[CurlResult, float]:
+    cpu_before = server.cpu_seconds()
+    result = curl_download(server.file_url, max_time)
+    cpu = server.cpu_seconds() - cpu_before
+    if result.status != 200 or result.size != size:
+        raise DownloadFailed(
+            f"{server.name}: status {result.status}, {result.size} of {size} bytes "
+            f"from {server.file_url}\n{server.log_tail()}")
+    return result, cpu
+
+
+def run_rounds(servers: list[Server], size: int, args: argparse.Namespace) -> dict[str, Tally]:
+    tallies = {s.name: Tally() for s in servers}
+    for server in servers:  # one untimed download each: connections, caches, imports warm
+        measure(server, size, args.duration)
+    for n in range(args.rounds):
+        order = servers[n % len(servers):] + servers[:n % len(servers)]
+        line = []
+        for server in order:
+            result, cpu = measure(server, size, args.duration)
+            tallies[server.name].speeds.append(result.speed)
+            tallies[server.name].cpu_per_gib.append(cpu * GIB / size)
+            line.append(f"{server.name} {result.speed / MIB:.0f}")
+        print(f"round {n + 1}/{args.rounds}: " + ", ".join(line) + " MiB/s", flush=True)
+    return tallies
+
+
+def report(tallies: dict[str, Tally], size: int, args: argparse.Namespace) -> bool:
+    nginx = median(tallies["nginx"].speeds)
+    static = median(tallies["tornado-static"].speeds)
+    agent = median(tallies["agent"].speeds)
+    rows = []
+    for name, tally in tallies.items():
+        s = tally.summary()
+        rows.append([name, s["median_MiBps"], s["min_MiBps"], s["max_MiBps"],
+                     s["median_cpu_s_per_GiB"], f"{median(tally.speeds) / nginx:.2f}"])
+    print()
+    print_table(["server", "median MiB/s", "min", "max", "CPU s/GiB", "vs nginx"], rows)
+    ratio_nginx, ratio_static = agent / nginx, agent / static
+    ok = ratio_nginx >= TARGET_VS_NGINX
+    print(f"\nagent/nginx = {ratio_nginx:.2f} (target ≥ {TARGET_VS_NGINX}: "
+          f"{'met' if ok else 'MISSED'}); agent/StaticFileHandler = {ratio_static:.2f}")
+    print_json_line({
+        "bench": "agent_throughput", "size": size, "rounds": args.rounds,
+        "chunk_size": args.chunk_size, "nginx_worker_processes": 1,
+        "servers": {name: t.summary() for name, t in tallies.items()},
+        "agent_vs_nginx": round(ratio_nginx, 3), "agent_vs_static": round(ratio_static, 3),
+        "target_vs_nginx": TARGET_VS_NGINX, "target_met": ok, "machine": machine_notes(),
+    })
+    return ok
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    require_curl()
+    nginx_binary()
+    size = parse_size(args.size)
+    path = ensure_file(f"bench-{size}.bin", size)
+    warm_page_cache(path)
+    with work_dir("fleetzip-bench-", keep=args.keep) as tmp:
+        servers = build_servers(tmp, path.parent, path.name, args)
+        try:
+            with running(servers):
+                tallies = run_rounds(servers, size, args)
+        except DownloadFailed as exc:
+            print(f"download failed, measurement invalid: {exc}", file=sys.stderr)
+            return 3
+    ok = report(tallies, size, args)
+    return 1 if args.strict and not ok else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
