@@ -2,7 +2,7 @@
 
 All servers serve the same big file over loopback to ``curl``; every round downloads it once
 from each server, in an order rotated per round so the machine's noise is shared; the table
-gives medians. The target (issue 2): agent ≥ 0.9 × nginx.
+gives medians. The target (issue 2): agent ≥ 0.9 x nginx.
 
 nginx runs with ``worker_processes 1`` — equal footing with the single-process agent
 (``--nginx-auto`` also measures ``worker_processes auto``). Every download is checked:
