@@ -1,0 +1,116 @@
+"""The agent's configuration file (SPEC §2), parsed once into frozen dataclasses."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common import config as cfg
+from common.config import Duration, FieldError, Size
+from common.names import check_node_name
+from common.tls import TlsConfig
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def short_hostname() -> str:
+    """The host name up to its first dot: the default node name."""
+    return socket.gethostname().split(".", 1)[0] or "localhost"
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    """Self-registration with a coordinator (SPEC §3 Lifecycle)."""
+
+    coordinator: str
+    token_file: str | None = None
+    interval: Duration = 10.0
+    advertise_url: str | None = None  # default: derived from `listen` and `tls`
+    labels: dict[str, str] = field(default_factory=dict)
+    timeout: Duration = 5.0  # one registration request
+
+    def __post_init__(self) -> None:
+        if not self.coordinator.startswith(("http://", "https://")):
+            raise FieldError("coordinator", f"expected an http(s):// URL, got {self.coordinator!r}")
+        if self.advertise_url is not None and not self.advertise_url.startswith(
+            ("http://", "https://")
+        ):
+            raise FieldError(
+                "advertise_url", f"expected an http(s):// URL, got {self.advertise_url!r}"
+            )
+        if self.interval <= 0:
+            raise FieldError("interval", "must be more than 0")
+        if self.token_file is not None and not os.access(self.token_file, os.R_OK):
+            raise FieldError("token_file", f"cannot read {self.token_file}")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    roots: dict[str, str]
+    node: str = field(default_factory=short_hostname)
+    listen: str = "0.0.0.0:8701"
+    token_file: str | None = None
+    tls: TlsConfig | None = None
+    chunk_size: Size = 1024 * 1024
+    max_concurrent_downloads: int = 32
+    max_bandwidth: Size = 0  # bytes/s shared by all downloads; 0 = unlimited
+    shutdown_timeout: Duration = 30.0
+    register: RegisterConfig | None = None
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        try:
+            check_node_name(self.node)
+        except ValueError as exc:
+            raise FieldError("node", str(exc)) from None
+        try:
+            cfg.parse_listen(self.listen)
+        except ValueError as exc:
+            raise FieldError("listen", str(exc)) from None
+        self._check_roots()
+        if self.token_file is not None and not os.access(self.token_file, os.R_OK):
+            raise FieldError("token_file", f"cannot read {self.token_file}")
+        if self.chunk_size < 1:
+            raise FieldError("chunk_size", "must be at least 1 byte")
+        if self.max_concurrent_downloads < 1:
+            raise FieldError("max_concurrent_downloads", "must be at least 1")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise FieldError("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+
+    def _check_roots(self) -> None:
+        if not self.roots:
+            raise FieldError("roots", "at least one root is required")
+        for name, directory in self.roots.items():
+            key = f"roots.{name}"
+            if not name or "/" in name or name in (".", ".."):
+                raise FieldError(key, "a root name must be one path segment")
+            if not os.path.isdir(directory):
+                raise FieldError(key, f"directory does not exist: {directory}")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return cfg.parse_listen(self.listen)
+
+    @property
+    def real_roots(self) -> dict[str, str]:
+        """Root name → the real path of its directory (symlinks resolved once, at start)."""
+        return {name: os.path.realpath(path) for name, path in self.roots.items()}
+
+    def advertise_url(self) -> str:
+        """The URL the coordinator should use to reach this agent."""
+        if self.register is not None and self.register.advertise_url:
+            return self.register.advertise_url.rstrip("/")
+        host, port = self.host_port
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.getfqdn()
+        elif ":" in host:
+            host = f"[{host}]"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{port}"
+
+
+def load(path: str | Path) -> AgentConfig:
+    """Read and check an agent configuration file; raises `ConfigError`."""
+    return cfg.load(AgentConfig, path)

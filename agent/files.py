@@ -1,0 +1,227 @@
+"""``GET``/``HEAD /files/{root}/{path}``: one file, streamed in ``chunk_size`` pieces.
+
+The verb method reads like a script; every policy is a named hook. Blocking work (resolving
+and opening the path, each read) runs in an executor; the event loop only writes. The next
+piece is read while the current one is written (one read ahead: at most two pieces of a
+download in memory). The span to send is fixed when the response starts, so a file that
+grows is sent up to its size at that moment; one that shrinks ends the response early (the
+connection is closed, so the client sees the short body) and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import mimetypes
+import os
+import urllib.parse
+from concurrent.futures import Executor
+
+from tornado.iostream import StreamClosedError
+
+from agent.bandwidth import TokenBucket
+from agent.paths import OpenFile, open_regular_file
+from agent.ranges import Conditions, Plan, Validators, make_etag, plan_response
+from agent.state import AgentState
+from common.web import BaseHandler, error_body
+
+log = logging.getLogger(__name__)
+
+
+def content_disposition(name: str) -> str:
+    """``attachment`` with an ASCII fallback and an RFC 6266 / RFC 8187 ``filename*``."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    if fallback == name:
+        return f'attachment; filename="{name}"'
+    encoded = urllib.parse.quote(name, safe="")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+
+
+def content_type(name: str) -> str:
+    guessed, encoding = mimetypes.guess_type(name, strict=False)
+    if encoding or not guessed:  # a .gz is sent as bytes, not re-labelled as its contents
+        return "application/gzip" if encoding == "gzip" else "application/octet-stream"
+    return guessed
+
+
+class FileHandler(BaseHandler):
+    route = "files"
+    protected = True
+
+    @property
+    def state(self) -> AgentState:
+        state: AgentState = self.settings["agent_state"]
+        return state
+
+    async def get(self, root: str, path: str) -> None:
+        await self.serve(root, path, include_body=True)
+
+    async def head(self, root: str, path: str) -> None:
+        await self.serve(root, path, include_body=False)
+
+    async def serve(self, root: str, path: str, *, include_body: bool) -> None:
+        self.state.check_accepting()
+        opened = await self.open_file(root, path)
+        try:
+            plan = plan_response(
+                self.request.method or "GET", self.conditions(), *self.describe(opened)
+            )
+            self.set_file_headers(opened)
+            if plan.status in (200, 206):
+                self.set_span_headers(plan, opened)
+                if include_body:
+                    await self.send_span(opened, plan)
+            else:
+                self.answer_without_body(plan, opened.size)
+        finally:
+            os.close(opened.fd)
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    async def open_file(self, root: str, path: str) -> OpenFile:
+        loop = asyncio.get_running_loop()
+        executor: Executor | None = self.settings.get("file_executor")
+        return await loop.run_in_executor(
+            executor, open_regular_file, self.settings["real_roots"], root, path
+        )
+
+    def conditions(self) -> Conditions:
+        headers = self.request.headers
+        return Conditions(
+            range=headers.get("Range"),
+            if_range=headers.get("If-Range"),
+            if_match=headers.get("If-Match"),
+            if_none_match=headers.get("If-None-Match"),
+            if_modified_since=headers.get("If-Modified-Since"),
+            if_unmodified_since=headers.get("If-Unmodified-Since"),
+        )
+
+    def describe(self, opened: OpenFile) -> tuple[Validators, int]:
+        etag = make_etag(opened.inode, opened.size, opened.mtime_ns)
+        return Validators(etag=etag, mtime=int(opened.mtime)), opened.size
+
+    def set_file_headers(self, opened: OpenFile) -> None:
+        """Headers every answer about this file carries, 304 included (RFC 9110 §15.4.5)."""
+        validators, _ = self.describe(opened)
+        self.set_header("ETag", validators.etag)
+        self.set_header("Last-Modified", email.utils.formatdate(opened.mtime, usegmt=True))
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_header("Cache-Control", "no-cache")
+
+    def set_span_headers(self, plan: Plan, opened: OpenFile) -> None:
+        self.set_status(plan.status)
+        self.set_header("Content-Type", content_type(opened.name))
+        self.set_header("Content-Disposition", content_disposition(opened.name))
+        self.set_header("Content-Length", str(plan.length))
+        if plan.status == 206:
+            self.set_header("Content-Range", f"bytes {plan.start}-{plan.stop - 1}/{opened.size}")
+
+    def answer_without_body(self, plan: Plan, size: int) -> None:
+        if plan.status == 304:
+            self.set_status(304)
+            return
+        if plan.status == 416:
+            # Written here, not raised: the error renderer drops Content-Range (RFC 9110 §15.5.17).
+            self.set_header("Content-Range", f"bytes */{size}")
+            message = f"the requested range is outside the file's {size} bytes"
+            self.write_json(error_body("range_not_satisfiable", message), 416)
+            return
+        self.write_json(
+            error_body("precondition_failed", "a precondition did not hold"), plan.status
+        )
+
+    async def send_span(self, opened: OpenFile, plan: Plan) -> None:
+        """Stream ``[plan.start, plan.stop)`` of the file, holding a download slot."""
+        self.state.acquire()
+        sender = SpanSender(
+            opened.fd,
+            plan.start,
+            plan.stop,
+            chunk_size=self.settings["chunk_size"],
+            bucket=self.settings.get("bandwidth"),
+            executor=self.settings.get("file_executor"),
+        )
+        try:
+            await sender.send(self)
+        finally:
+            self.state.release()
+            self.count_bytes(sender.sent)
+        if sender.shrunk:
+            self.file_shrank(sender.sent, plan.length)
+
+    def file_shrank(self, sent: int, promised: int) -> None:
+        """End a response whose file got shorter: the promised length cannot be kept."""
+        log.warning(
+            "%s shrank while being sent: %d of %d bytes sent; closing the connection",
+            self.request.path,
+            sent,
+            promised,
+        )
+        if self.request.connection is not None:
+            self.request.connection.close()  # type: ignore[attr-defined]
+
+    def count_bytes(self, sent: int) -> None:
+        self.state.bytes_served += sent
+        metrics = self.settings.get("agent_metrics")
+        if metrics is not None:
+            metrics.bytes_served.inc(sent)
+
+
+class SpanSender:
+    """Reads ``[start, stop)`` of *fd* one piece ahead and writes it to a handler.
+
+    Stops quietly when the client leaves (`StreamClosedError`: the client's choice, not an
+    error) and when the file ends before *stop* (`shrunk`). Waits for its read in flight
+    before returning, so the caller may close *fd* at once.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        start: int,
+        stop: int,
+        *,
+        chunk_size: int,
+        bucket: TokenBucket | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.fd, self.offset, self.stop = fd, start, stop
+        self.piece = bucket.piece_size(chunk_size) if bucket is not None else chunk_size
+        self.bucket = bucket
+        self.executor = executor
+        self.sent = 0
+        self.shrunk = False
+        self.client_left = False
+
+    def _read_next(self) -> tuple[asyncio.Future[bytes], int] | None:
+        size = min(self.piece, self.stop - self.offset)
+        if size <= 0:
+            return None
+        future = asyncio.get_running_loop().run_in_executor(
+            self.executor, os.pread, self.fd, size, self.offset
+        )
+        self.offset += size
+        return future, size
+
+    async def send(self, handler: BaseHandler) -> int:
+        """Send the span; the number of bytes written."""
+        pending = self._read_next()
+        try:
+            while pending is not None:
+                chunk = await pending[0]
+                # A short read means the file got shorter than it was at the start.
+                self.shrunk = len(chunk) < pending[1]
+                pending = None if self.shrunk else self._read_next()
+                if chunk:
+                    if self.bucket is not None:
+                        await self.bucket.consume(len(chunk))
+                    handler.write(chunk)
+                    await handler.flush()
+                    self.sent += len(chunk)
+        except StreamClosedError:
+            self.client_left = True
+        finally:
+            if pending is not None:
+                await asyncio.wait([pending[0]])
+        return self.sent
