@@ -20,15 +20,18 @@ promise always holds.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from zipstream import ZipStream
+from zipstream import ZIP_DEFLATED, ZIP_STORED, ZipStream
 
 import common
 from coordinator.model import NodePlan, Plan
@@ -310,3 +313,294 @@ def _entry_sizes(plan: Plan, reserved: StatusReservation) -> Iterator[tuple[str,
     yield STATUS_JSON, reserved.json
     yield STATUS_TXT, reserved.txt
     yield SHA256SUMS, reserved.sums
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+
+
+class BufferGauge:
+    """Bytes held by one download's pipeline (entry buffers + pending output), and the peak."""
+
+    def __init__(self) -> None:
+        self.current = 0
+        self.peak = 0
+
+    def add(self, n: int) -> None:
+        self.current += n
+        self.peak = max(self.peak, self.current)
+
+
+class EntryData:
+    """One entry's bytes on their way from an agent fetch to the zip generator.
+
+    The producer (`coordinator.fetch`) awaits `feed` (flow control: it returns once the
+    buffer is below *limit*) and calls `finish`. The consumer is zipstream-ng, which iterates
+    this object synchronously; the driver awaits `wait_ready` before each step, so
+    ``__next__`` always has a chunk, the zero padding, or the end to give.
+
+    What the agent sends beyond the planned size is cut; in a sized archive what it does not
+    send is zero-filled, so the entry is always exactly its planned size.
+    """
+
+    def __init__(self, status: FileStatus, *, sized: bool, limit: int,
+                 gauge: BufferGauge | None = None,
+                 on_consumed: Callable[[], None] | None = None) -> None:
+        self.status = status
+        self.sized = sized
+        self.limit = limit
+        self.gauge = gauge or BufferGauge()
+        self.on_consumed = on_consumed
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._finished = False
+        self._padded = 0
+        self._hash = hashlib.sha256()
+        self._consumed = False
+
+    # -- producer side ---------------------------------------------------------------------
+
+    @property
+    def received(self) -> int:
+        return self.status.bytes
+
+    @property
+    def remaining(self) -> int:
+        """Bytes still wanted from the agent (the planned size caps every entry)."""
+        return max(self.status.size - self.status.bytes, 0)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    async def feed(self, chunk: bytes) -> None:
+        """Queue *chunk* (cut at the planned size); returns when there is room for more."""
+        chunk = chunk[: self.remaining]
+        if chunk and not self._finished:
+            self._chunks.append(chunk)
+            self._buffered += len(chunk)
+            self.gauge.add(len(chunk))
+            self.status.bytes += len(chunk)
+            self._readable.set()
+        if self._buffered >= self.limit:
+            self._writable.clear()
+            await self._writable.wait()
+
+    def finish(self, error: str | None = None) -> None:
+        """No more data comes; *error* says why when the entry is short or missing."""
+        if self._finished:
+            return
+        self._finished = True
+        if error is not None:
+            self.status.error = clip_error(error, FILE_ERROR_LIMIT)
+        if not self.sized and self.status.bytes == 0 and error is not None:
+            self.status.included = False  # unsized: a file that never started is left out
+        self._readable.set()
+        self._writable.set()  # release a producer still waiting
+
+    # -- consumer side ---------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._chunks) or self._finished
+
+    async def wait_ready(self) -> None:
+        while not self.ready:
+            self._readable.clear()
+            await self._readable.wait()
+
+    def __bool__(self) -> bool:  # zipstream-ng tests `if not iterable`
+        return True
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._chunks:
+            return self._take()
+        if not self._finished:
+            raise RuntimeError(f"{self.status.entry}: read before data was ready")
+        padding = self.status.size - self.status.bytes - self._padded if self.sized else 0
+        if padding > 0:
+            zeros = bytes(min(padding, ZERO_CHUNK))
+            self._padded += len(zeros)
+            self._hash.update(zeros)
+            return zeros
+        self._done()
+        raise StopIteration
+
+    def _take(self) -> bytes:
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        self.gauge.add(-len(chunk))
+        if self._buffered < self.limit:
+            self._writable.set()
+        self._hash.update(chunk)
+        return chunk
+
+    def _done(self) -> None:
+        if self._consumed:
+            return
+        self._consumed = True
+        self.status.sha256 = self._hash.hexdigest()
+        self.release()
+
+    def release(self) -> None:
+        """The zip is done with this entry (streamed, or left out): free its slot."""
+        if self.on_consumed is not None:
+            callback, self.on_consumed = self.on_consumed, None
+            callback()
+
+    def discard(self) -> None:
+        """Drop what is buffered (the download is being cancelled)."""
+        self.gauge.add(-self._buffered)
+        self._chunks.clear()
+        self._buffered = 0
+        self.finish("cancelled")
+
+
+class _Lazy:
+    """An iterable whose bytes are rendered when the zip reaches it (status files)."""
+
+    def __init__(self, render: Callable[[], bytes]) -> None:
+        self.render = render
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.render()
+
+
+Write = Callable[[bytes], Awaitable[None]]
+
+
+class _Output:
+    """Coalesces the zip generator's small pieces into chunks of about *chunk_size*."""
+
+    def __init__(self, write: Write, chunk_size: int, gauge: BufferGauge) -> None:
+        self.write = write
+        self.chunk_size = chunk_size
+        self.gauge = gauge
+        self.parts: list[bytes] = []
+        self.pending = 0
+        self.sent = 0
+
+    async def put(self, piece: bytes) -> None:
+        self.parts.append(piece)
+        self.pending += len(piece)
+        self.gauge.add(len(piece))
+        if self.pending >= self.chunk_size:
+            await self.drain()
+
+    async def drain(self) -> None:
+        if not self.parts:
+            return
+        data = b"".join(self.parts)
+        self.parts.clear()
+        try:
+            await self.write(data)
+        finally:
+            self.gauge.add(-self.pending)
+            self.pending = 0
+        self.sent += len(data)
+
+
+class ArchiveStream:
+    """Drives zipstream-ng over a plan's entries, awaiting each entry's data before each step.
+
+    *entries* are in plan order (node by node, file by file); the caller starts the fetches
+    that fill them. ``run(write)`` writes the whole archive through *write*, which should
+    await the client (``write`` + ``flush``) so the client's pace drives everything.
+    """
+
+    def __init__(self, status: ArchiveStatus, entries: list[EntryData], *, sized: bool,
+                 chunk_size: int, gauge: BufferGauge | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.status = status
+        self.entries = entries
+        self.sized = sized
+        self.chunk_size = chunk_size
+        self.gauge = gauge or BufferGauge()
+        self.clock = clock
+        self.reserved = StatusReservation.for_status(status) if sized else None
+        self.zip = ZipStream(compress_type=ZIP_STORED if sized else ZIP_DEFLATED, sized=sized)
+        if sized:
+            self._queue_all()
+        self.bytes_sent = 0
+
+    def __len__(self) -> int:
+        """The exact archive size (sized archives only)."""
+        return len(self.zip)
+
+    def _queue_all(self) -> None:
+        for entry in self.entries:
+            self.zip.add(entry, entry.status.entry, size=entry.status.size)
+        self._queue_status()
+
+    def _queue_status(self) -> None:
+        for name, render in self._status_files():
+            size = getattr(self.reserved, name) if self.reserved else None
+            self.zip.add(_Lazy(self._padded(render, size)), _STATUS_NAMES[name], size=size)
+
+    def _status_files(self) -> Iterable[tuple[str, Callable[[ArchiveStatus], bytes]]]:
+        return (("json", render_status_json), ("txt", render_status_txt),
+                ("sums", render_sha256sums))
+
+    def _padded(self, render: Callable[[ArchiveStatus], bytes],
+                size: int | None) -> Callable[[], bytes]:
+        filler = b"\n" if render is render_sha256sums else b" "
+
+        def content() -> bytes:
+            data = render(self.status)
+            return data if size is None else pad(data, size, filler)
+
+        return content
+
+    async def run(self, write: Write) -> int:
+        """Stream the archive through *write*; returns the number of bytes written."""
+        out = _Output(write, self.chunk_size, self.gauge)
+        try:
+            for entry in self.entries:
+                await self._entry(entry, out)
+            self.settle()
+            if not self.sized:
+                self._queue_status()
+            for piece in self.zip.finalize():
+                await out.put(piece)
+            await out.drain()
+        finally:
+            self.bytes_sent = out.sent
+        return out.sent
+
+    async def _entry(self, entry: EntryData, out: _Output) -> None:
+        if not entry.ready:
+            await out.drain()  # don't sit on output while an agent is slow
+            await entry.wait_ready()
+        if not self.sized:
+            if not entry.status.included:
+                entry.release()
+                return
+            self.zip.add(entry, entry.status.entry, size=entry.status.size)
+        pieces = self.zip.file()
+        while True:
+            if not entry.ready:
+                await out.drain()
+                await entry.wait_ready()
+            try:
+                piece = next(pieces)
+            except StopIteration:
+                return
+            await out.put(piece)
+
+    def settle(self) -> None:
+        """Fix the run-time fields of the status before the status files are rendered."""
+        self.status.finished = self.clock()
+        for node in self.status.nodes:
+            node.settle()
+
+
+_STATUS_NAMES = {"json": STATUS_JSON, "txt": STATUS_TXT, "sums": SHA256SUMS}

@@ -1,0 +1,270 @@
+"""The zip pipeline without any server: entries fed by plain async producers.
+
+Every archive is read back with `zipfile` (and `unzip -t` / `7z t` when installed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import subprocess
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import zipstream.ng
+
+from coordinator import archive
+from coordinator.archive import (
+    ArchiveStatus,
+    ArchiveStream,
+    BufferGauge,
+    EntryData,
+    planned_archive_size,
+)
+from coordinator.model import AgentRef, NodePlan, Plan, PlannedFile, Selection, SkippedNode
+from tests.support import require_tool
+
+CHUNK = 4096
+
+
+def make_plan(sizes: dict[str, Sequence[int]], compression: str = "stored",
+              skipped: Sequence[SkippedNode] = ()) -> Plan:
+    nodes = tuple(
+        NodePlan(AgentRef(node, f"http://127.0.0.{i + 2}:8701"), "logs",
+                 tuple(PlannedFile(f"dir/f{j}.log", size, 0.0) for j, size in enumerate(files)))
+        for i, (node, files) in enumerate(sizes.items())
+    )
+    selection = Selection(root="logs", glob="**/*.log", compression=compression)  # type: ignore[arg-type]
+    return Plan(selection, nodes, tuple(skipped), created=time.time())
+
+
+def content(entry: str, size: int) -> bytes:
+    seed = hashlib.sha256(entry.encode()).digest()
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+class Sink:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.buf = io.BytesIO()
+        self.delay = delay
+        self.writes = 0
+
+    async def write(self, data: bytes) -> None:
+        self.buf.write(data)
+        self.writes += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+
+
+async def produce(entry: EntryData, data: bytes, *, stop_at: int | None = None,
+                  error: str | None = None, piece: int = 1000) -> None:
+    end = len(data) if stop_at is None else stop_at
+    for start in range(0, end, piece):
+        await entry.feed(data[start:min(start + piece, end)])
+        await asyncio.sleep(0)
+    entry.finish(error)
+
+
+def build(plan: Plan, *, limit: int = CHUNK, gauge: BufferGauge | None = None
+          ) -> tuple[ArchiveStatus, list[EntryData], ArchiveStream]:
+    sized = plan.selection.compression == "stored"
+    status = ArchiveStatus.from_plan(plan, started=time.time())
+    gauge = gauge or BufferGauge()
+    entries = [EntryData(f, sized=sized, limit=limit, gauge=gauge) for f in status.files()]
+    stream = ArchiveStream(status, entries, sized=sized, chunk_size=CHUNK, gauge=gauge)
+    return status, entries, stream
+
+
+async def run_archive(plan: Plan, behaviour: dict[str, dict[str, object]] | None = None,
+                      sink: Sink | None = None, gauge: BufferGauge | None = None
+                      ) -> tuple[bytes, ArchiveStream]:
+    behaviour = behaviour or {}
+    _, entries, stream = build(plan, gauge=gauge)
+    sink = sink or Sink()
+    producers = []
+    for e in entries:
+        data = content(e.status.entry, e.status.size)
+        how = behaviour.get(e.status.entry, {})
+        data = data + bytes(how.get("extra", 0))  # type: ignore[call-overload]
+        producers.append(asyncio.create_task(produce(e, data, **{  # type: ignore[arg-type]
+            k: v for k, v in how.items() if k != "extra"})))
+    written = await stream.run(sink.write)
+    await asyncio.gather(*producers)
+    assert written == len(sink.buf.getvalue())
+    return sink.buf.getvalue(), stream
+
+
+def check_tools(path: Path) -> None:
+    """`unzip -t` and `7z t` accept the archive (independent readers)."""
+    for tool, args in (("unzip", ["-t", "-qq"]), ("7z", ["t", "-bd"])):
+        result = subprocess.run([require_tool(tool), *args, str(path)], capture_output=True,
+                                text=True)
+        assert result.returncode == 0, (tool, result.stdout, result.stderr)
+
+
+def test_sized_archive_matches_sources_and_planned_size(tmp_path: Path) -> None:
+    plan = make_plan({"n1": [0, 1, 10_000], "n2": [50_000]})
+    data, stream = asyncio.run(run_archive(plan))
+    assert len(data) == planned_archive_size(plan) == len(stream)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.testzip() is None
+        names = zf.namelist()
+        assert names == ["n1/logs/dir/f0.log", "n1/logs/dir/f1.log", "n1/logs/dir/f2.log",
+                         "n2/logs/dir/f0.log", archive.STATUS_JSON, archive.STATUS_TXT,
+                         archive.SHA256SUMS]
+        for name in names[:4]:
+            info = zf.getinfo(name)
+            assert zf.read(name) == content(name, info.file_size)
+        status = json.loads(zf.read(archive.STATUS_JSON))
+        sums = zf.read(archive.SHA256SUMS).decode()
+    assert [n["state"] for n in status["nodes"]] == ["ok", "ok"]
+    assert status["nodes"][0]["files"][2] == {
+        "path": "dir/f2.log", "size": 10_000, "bytes": 10_000,
+        "sha256": hashlib.sha256(content("n1/logs/dir/f2.log", 10_000)).hexdigest(),
+        "resumed": 0, "error": None}
+    assert status["request"]["glob"] == "**/*.log"
+    assert status["finished"] >= status["started"]
+    assert len(sums.splitlines()) == 4
+    path = tmp_path / "a.zip"
+    path.write_bytes(data)
+    check_tools(path)
+    out = tmp_path / "x"
+    subprocess.run([require_tool("unzip"), "-qq", str(path), "-d", str(out)], check=True)
+    check = subprocess.run(["sha256sum", "-c", "--strict", "_fleetzip/SHA256SUMS"], cwd=out,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_short_long_and_failed_entries_keep_the_size_promise(tmp_path: Path) -> None:
+    plan = make_plan({"n1": [10_000, 5_000, 3_000], "n2": [7_000]},
+                     skipped=[SkippedNode("n3", "http://127.0.0.9:1", "failed", "refused")])
+    behaviour: dict[str, dict[str, object]] = {
+        "n1/logs/dir/f0.log": {"stop_at": 4_000, "error": "agent dropped at byte 4000"},
+        "n1/logs/dir/f1.log": {"extra": 999},  # agent sends more than planned: cut
+        "n2/logs/dir/f0.log": {"stop_at": 0, "error": "connection refused"},
+    }
+    data, _ = asyncio.run(run_archive(plan, behaviour))
+    assert len(data) == planned_archive_size(plan)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.testzip() is None
+        first = zf.read("n1/logs/dir/f0.log")
+        assert first == content("n1/logs/dir/f0.log", 10_000)[:4000] + bytes(6000)
+        assert zf.read("n1/logs/dir/f1.log") == content("n1/logs/dir/f1.log", 5000)
+        assert zf.read("n2/logs/dir/f0.log") == bytes(7000)
+        status = json.loads(zf.read(archive.STATUS_JSON))
+        text = zf.read(archive.STATUS_TXT).decode()
+    nodes = {n["node"]: n for n in status["nodes"]}
+    assert nodes["n1"]["state"] == "partial"
+    assert nodes["n1"]["files"][0]["bytes"] == 4000
+    assert nodes["n1"]["files"][0]["error"] == "agent dropped at byte 4000"
+    assert nodes["n1"]["files"][0]["sha256"] == hashlib.sha256(first).hexdigest()
+    assert nodes["n2"]["state"] == "failed"
+    assert nodes["n3"] == {"node": "n3", "url": "http://127.0.0.9:1", "state": "failed",
+                           "error": "refused", "duration_s": 0.0, "files": []}
+    assert "agent dropped at byte 4000" in text and "partial" in text
+    path = tmp_path / "b.zip"
+    path.write_bytes(data)
+    check_tools(path)
+
+
+def test_deflate_leaves_out_entries_that_never_started(tmp_path: Path) -> None:
+    plan = make_plan({"n1": [100_000, 2000], "n2": [3000]}, compression="deflate")
+    assert planned_archive_size(plan) is None
+    behaviour: dict[str, dict[str, object]] = {
+        "n1/logs/dir/f0.log": {"stop_at": 30_000, "error": "dropped"},
+        "n2/logs/dir/f0.log": {"stop_at": 0, "error": "connection refused"},
+    }
+    data, _ = asyncio.run(run_archive(plan, behaviour))
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.testzip() is None
+        assert zf.namelist()[:2] == ["n1/logs/dir/f0.log", "n1/logs/dir/f1.log"]
+        assert "n2/logs/dir/f0.log" not in zf.namelist()
+        assert zf.getinfo("n1/logs/dir/f0.log").compress_type == zipfile.ZIP_DEFLATED
+        assert zf.read("n1/logs/dir/f0.log") == content("n1/logs/dir/f0.log", 100_000)[:30_000]
+        status = json.loads(zf.read(archive.STATUS_JSON))
+    nodes = {n["node"]: n for n in status["nodes"]}
+    assert nodes["n1"]["state"] == "partial" and nodes["n1"]["files"][0]["bytes"] == 30_000
+    assert nodes["n2"]["state"] == "failed" and nodes["n2"]["files"][0]["sha256"] is None
+    path = tmp_path / "c.zip"
+    path.write_bytes(data)
+    check_tools(path)
+
+
+def test_status_reservation_holds_the_longest_errors() -> None:
+    plan = make_plan({"n1": [10], "n2": [20]})
+    long = "é\"\\\n" * 500
+    behaviour: dict[str, dict[str, object]] = {
+        e: {"stop_at": 0, "error": long} for e in ("n1/logs/dir/f0.log", "n2/logs/dir/f0.log")}
+    _, entries, stream = build(plan)
+    for node in stream.status.nodes:
+        node.error = archive.clip_error(long, archive.NODE_ERROR_LIMIT)
+        node.duration_s = 1e12
+    for e in entries:
+        e.finish(long)
+        e.status.resumed = 10**9
+
+    async def go() -> bytes:
+        sink = Sink()
+        await stream.run(sink.write)
+        return sink.buf.getvalue()
+
+    data = asyncio.run(go())
+    assert behaviour
+    assert len(data) == planned_archive_size(plan)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        status = json.loads(zf.read(archive.STATUS_JSON))
+    error = status["nodes"][0]["files"][0]["error"]
+    assert len(error) == archive.FILE_ERROR_LIMIT and error.endswith("...")
+
+
+def test_slow_client_keeps_the_pipeline_bounded() -> None:
+    """Producers far faster than the client: buffered bytes stay at a few chunks."""
+    plan = make_plan({"n1": [400_000], "n2": [400_000], "n3": [400_000]})
+    gauge = BufferGauge()
+    sink = Sink(delay=0.001)
+    data, _ = asyncio.run(run_archive(plan, sink=sink, gauge=gauge))
+    assert len(data) > 1_200_000
+    # every entry may hold up to `limit` (+ one piece), plus one output chunk
+    assert gauge.peak <= 3 * (CHUNK + 1000) + 2 * CHUNK, gauge.peak
+    assert sink.writes > 1_200_000 // (2 * CHUNK)  # written as it goes, not at the end
+
+
+def test_zip64_when_thresholds_are_lowered(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    monkeypatch.setattr(zipstream.ng, "ZIP64_LIMIT", 5000)
+    monkeypatch.setattr(zipstream.ng, "ZIP_FILECOUNT_LIMIT", 5)
+    plan = make_plan({"n1": [6000, 100, 100], "n2": [9000, 100]})
+    data, _ = asyncio.run(run_archive(plan))
+    assert len(data) == planned_archive_size(plan)
+    assert b"PK\x06\x06" in data[-200:]  # zip64 end of central directory record
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.testzip() is None
+        assert zf.read("n2/logs/dir/f0.log") == content("n2/logs/dir/f0.log", 9000)
+    path = tmp_path / "z64.zip"
+    path.write_bytes(data)
+    check_tools(path)
+
+
+def test_non_ascii_names_and_sizes(tmp_path: Path) -> None:
+    status_plan = make_plan({"n1": [5]})
+    node = status_plan.nodes[0]
+    plan = Plan(status_plan.selection, (NodePlan(node.agent, "logs", (
+        PlannedFile("jour/été.log", 300, 0.0), PlannedFile("a b/c.txt", 0, 0.0))),),
+        created=time.time())
+    data, _ = asyncio.run(run_archive(plan))
+    assert len(data) == planned_archive_size(plan)
+    path = tmp_path / "u.zip"
+    path.write_bytes(data)
+    check_tools(path)
+    out = tmp_path / "x"
+    subprocess.run([require_tool("unzip"), "-qq", str(path), "-d", str(out)], check=True)
+    assert (out / "n1/logs/jour/été.log").read_bytes() == content("n1/logs/jour/été.log", 300)
+    check = subprocess.run(["sha256sum", "-c", "_fleetzip/SHA256SUMS"], cwd=out,
+                           capture_output=True, text=True, env={**os.environ, "LC_ALL": "C.UTF-8"})
+    assert check.returncode == 0, check.stdout + check.stderr
