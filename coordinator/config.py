@@ -61,6 +61,24 @@ class DownloadConfig:
 
 
 @dataclass(frozen=True)
+class AgentTlsConfig:
+    """How the coordinator talks to https:// agents (all optional)."""
+
+    ca: str | None = None  # CA bundle that signed the agents' certificates (default: system CAs)
+    cert: str | None = None  # client certificate, for agents that require mutual TLS
+    key: str | None = None  # its private key
+    verify: bool = True  # false: accept any agent certificate (testing only)
+
+    def __post_init__(self) -> None:
+        for name in ("ca", "cert", "key"):
+            path = getattr(self, name)
+            if path is not None and not os.access(path, os.R_OK):
+                raise FieldError(name, f"cannot read {path}")
+        if (self.cert is None) != (self.key is None):
+            raise FieldError("cert", "cert and key must be given together")
+
+
+@dataclass(frozen=True)
 class CoordinatorConfig:
     listen: str = "0.0.0.0:8700"
     agents: tuple[StaticAgent, ...] = ()
@@ -74,6 +92,9 @@ class CoordinatorConfig:
     download: DownloadConfig = field(default_factory=DownloadConfig)
     audit_log: str = "stderr"  # "stderr" or a file path (appended)
     log_level: str = "info"
+    agent_tls: AgentTlsConfig = field(default_factory=AgentTlsConfig)
+    agents_file_interval: Duration = 5.0  # how often agents_file's mtime is checked
+    shutdown_timeout: Duration = 10.0  # SIGTERM: grace for running downloads
 
     def __post_init__(self) -> None:
         try:

@@ -62,6 +62,7 @@ class NodePlan:
     agent: AgentRef
     root: str
     files: tuple[PlannedFile, ...]
+    rejected: tuple[str, ...] = ()  # unsafe or malformed entries the agent listed, and why
 
     def entry_name(self, file: PlannedFile) -> str:
         return f"{self.agent.name}/{self.root}/{file.path}"

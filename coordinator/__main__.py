@@ -1,0 +1,78 @@
+"""``python -m coordinator --config FILE`` / ``fleetzip-coordinator``.
+
+Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for a bad configuration (one
+line naming the file, the key and the problem). SIGHUP reloads the token and users files,
+the agent token and agents_file, and reopens the audit log; a bad file keeps the old one.
+
+SIGTERM: ``/readyz`` answers 503 at once and new downloads are refused; the listening
+socket closes; running downloads get up to ``shutdown_timeout`` (default 10s) to finish,
+then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from tornado.httpserver import HTTPServer
+
+from common.cli import fail, load_or_exit, service_arguments
+from common.errors import ConfigError
+from common.logs import setup_logging
+from coordinator import config as coordinator_config
+from coordinator.app import CoordinatorService, make_app
+
+PROG = "fleetzip-coordinator"
+log = logging.getLogger("coordinator")
+
+
+async def serve(config: coordinator_config.CoordinatorConfig,
+                service: CoordinatorService) -> None:
+    app = make_app(config, service=service)
+    host, port = config.host_port
+    ssl_options = config.tls.server_context() if config.tls else None
+    server = HTTPServer(app, ssl_options=ssl_options, xheaders=False)
+    try:
+        server.listen(port, address=host)
+    except OSError as exc:
+        fail(PROG, f"cannot listen on {config.listen}: {exc}", code=1)
+    service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, service.reload)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    scheme = "https" if config.tls else "http"
+    log.info("coordinator listening on %s://%s:%d, %d agent(s) known", scheme, host, port,
+             len(service.registry.agents()))
+    await stop.wait()
+    log.info("shutting down: readiness off, up to %.0fs for running downloads",
+             config.shutdown_timeout)
+    server.stop()
+    await service.drain(config.shutdown_timeout)
+    await server.close_all_connections() if not service.metrics.active else None
+    await service.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = service_arguments(PROG, "fleetzip coordinator").parse_args(argv)
+    config = load_or_exit(PROG, coordinator_config.load, args.config)
+    setup_logging(config.log_level)
+    try:
+        service = CoordinatorService(config)
+    except ConfigError as exc:
+        fail(PROG, str(exc))
+    if args.check_config:
+        print(f"{args.config}: OK")
+        return 0
+    if config.token_file is None and config.users_file is None:
+        log.warning("no token_file or users_file: anyone who can reach the coordinator "
+                    "may download")
+    asyncio.run(serve(config, service))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

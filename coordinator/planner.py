@@ -1,0 +1,215 @@
+"""Planning: a `Selection` resolved against the agents into a `Plan` (what ``/api/plan``
+shows and ``/api/download`` streams).
+
+Each selected agent is asked concurrently (bounded by ``health.concurrency``) for
+``/list/{root}[/{path}]`` with the glob and since; when the selection names a single
+file, a ``HEAD`` adds its ETag (sent later as ``If-Range``). An agent that is down,
+refuses or times out is *failed*; one answering 404 (no such root or path) or listing
+nothing is *skipped*; both are recorded with the reason and the plan goes on.
+
+Listings are untrusted: an entry whose path fails `check_relative_path`, lies outside the
+requested path, or has no sane size/mtime is refused and recorded in `NodePlan.rejected`
+(and in the node's ``rejected`` list of the JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from common.errors import BadRequest, NotFound, PayloadTooLarge
+from common.names import check_relative_path
+from coordinator.agentapi import AgentApi, AgentError, AgentStatusError
+from coordinator.config import CoordinatorConfig
+from coordinator.discovery import Registry
+from coordinator.model import AgentRef, NodePlan, Plan, PlannedFile, Selection, SkippedNode
+
+log = logging.getLogger(__name__)
+
+MAX_REJECTED_SHOWN = 20
+
+
+class Planner:
+    def __init__(self, config: CoordinatorConfig, registry: Registry, agent_api: AgentApi, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.registry = registry
+        self.agent_api = agent_api
+        self.clock = clock
+        self.semaphore = asyncio.Semaphore(config.health.concurrency)
+
+    async def plan(self, selection: Selection) -> Plan:
+        """Ask the selected agents; `BadRequest` for unknown nodes, `NotFound` for none."""
+        agents = self.select(selection)
+        results = await asyncio.gather(*(self._bounded(a, selection) for a in agents))
+        nodes = tuple(r for r in results if isinstance(r, NodePlan))
+        skipped = tuple(r for r in results if isinstance(r, SkippedNode))
+        return Plan(selection, nodes, skipped, created=self.clock())
+
+    def select(self, selection: Selection) -> list[AgentRef]:
+        known = {agent.name for agent in self.registry.agents()}
+        unknown = [name for name in selection.nodes if name not in known]
+        if unknown:
+            raise BadRequest(f"nodes: unknown node(s) {', '.join(unknown)}", parameter="nodes")
+        agents = self.registry.select(selection.nodes, selection.labels)
+        if not agents:
+            raise NotFound(f"no node matches the selection ({_describe_filter(selection)})")
+        return agents
+
+    async def _bounded(self, agent: AgentRef, selection: Selection) -> NodePlan | SkippedNode:
+        async with self.semaphore:
+            return await self.plan_node(agent, selection)
+
+    async def plan_node(self, agent: AgentRef, selection: Selection) -> NodePlan | SkippedNode:
+        try:
+            body = await self.agent_api.list(
+                agent, selection.root, selection.path, glob=selection.glob,
+                since=selection.since, recursive=selection.glob is None)
+        except AgentStatusError as exc:
+            if exc.status == 404:
+                return SkippedNode(agent.name, agent.url, "skipped", f"/list: {exc}")
+            return SkippedNode(agent.name, agent.url, "failed", f"/list: {exc}")
+        except AgentError as exc:
+            return SkippedNode(agent.name, agent.url, "failed", str(exc))
+        files, rejected = checked_entries(body, selection.path)
+        for reason in rejected[:MAX_REJECTED_SHOWN]:
+            log.warning("agent %s listed an entry that was refused: %s", agent.name, reason)
+        if not files:
+            error = "no matching files"
+            if rejected:
+                error += f"; {len(rejected)} unsafe entr(y/ies) refused: {rejected[0]}"
+            return SkippedNode(agent.name, agent.url, "skipped", error)
+        if _is_single_file(files, selection):
+            files = [await self._with_etag(agent, selection.root, files[0])]
+        return NodePlan(agent, selection.root, tuple(files), tuple(rejected))
+
+    async def _with_etag(self, agent: AgentRef, root: str, file: PlannedFile) -> PlannedFile:
+        """*file* with the ETag (and size) of a HEAD; unchanged when HEAD fails."""
+        try:
+            headers = await self.agent_api.head(agent, root, file.path)
+        except AgentError as exc:
+            log.info("HEAD of %s on %s failed (%s); planning without ETag", file.path,
+                     agent.name, exc)
+            return file
+        size = headers.get("Content-Length", "")
+        return PlannedFile(
+            file.path,
+            int(size) if size.isdigit() else file.size,
+            _http_date(headers.get("Last-Modified")) or file.mtime,
+            headers.get("ETag"),
+        )
+
+    # -- sizes and limits --------------------------------------------------------------
+
+    def archive_size(self, plan: Plan) -> int | None:
+        """The exact size of the merged ZIP when it can be known, else None."""
+        try:
+            from coordinator.archive import planned_archive_size
+        except ImportError:  # the zip streaming module has not landed yet
+            return None
+        result: int | None = planned_archive_size(plan)
+        return result
+
+    def check_limit(self, plan: Plan, archive_size: int | None) -> None:
+        """`PayloadTooLarge` when the plan exceeds ``download.max_archive_size``."""
+        limit = self.config.download.max_archive_size
+        if not limit:
+            return
+        size = archive_size if archive_size is not None else plan.total_bytes
+        if size > limit:
+            what = "archive" if archive_size is not None else "files of the"
+            raise PayloadTooLarge(
+                f"the planned {what} download is {size} bytes, over the limit "
+                f"download.max_archive_size = {limit} bytes; narrow the selection")
+
+
+def checked_entries(body: Any, within: str | None) -> tuple[list[PlannedFile], list[str]]:
+    """The safe file entries of a ``/list`` answer, and the reasons others were refused."""
+    entries = body.get("entries") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        return [], ["the listing has no 'entries' list"]
+    files: list[PlannedFile] = []
+    rejected: list[str] = []
+    seen: set[str] = set()
+    for entry in entries:
+        try:
+            planned = _checked_entry(entry, within)
+        except ValueError as exc:
+            rejected.append(str(exc))
+            continue
+        if planned is None:
+            continue
+        if planned.path in seen:
+            rejected.append(f"{planned.path!r}: listed twice")
+            continue
+        seen.add(planned.path)
+        files.append(planned)
+    files.sort(key=lambda f: f.path)
+    return files, rejected
+
+
+def _checked_entry(entry: Any, within: str | None) -> PlannedFile | None:
+    if not isinstance(entry, dict):
+        raise ValueError("an entry is not an object")
+    path = entry.get("path")
+    if not isinstance(path, str):
+        raise ValueError(f"entry path {path!r} is not a string")
+    try:
+        check_relative_path(path)
+    except ValueError as exc:
+        raise ValueError(f"{path!r}: {exc}") from None
+    if entry.get("type", "file") != "file":
+        return None  # directories are not archive entries
+    if within and path != within and not path.startswith(within + "/"):
+        raise ValueError(f"{path!r}: outside the requested path {within!r}")
+    size, mtime = entry.get("size"), entry.get("mtime")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"{path!r}: bad size {size!r}")
+    if isinstance(mtime, bool) or not isinstance(mtime, int | float):
+        raise ValueError(f"{path!r}: bad mtime {mtime!r}")
+    return PlannedFile(path, size, float(mtime))
+
+
+def _is_single_file(files: list[PlannedFile], selection: Selection) -> bool:
+    return (selection.path is not None and selection.glob is None and len(files) == 1
+            and files[0].path == selection.path)
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _describe_filter(selection: Selection) -> str:
+    parts = []
+    if selection.nodes:
+        parts.append("nodes=" + ",".join(selection.nodes))
+    if selection.labels:
+        parts.append("labels=" + ",".join(f"{k}={v}" for k, v in selection.labels.items()))
+    return "; ".join(parts) or "no agent is known"
+
+
+def plan_to_json(plan: Plan, archive_size: int | None) -> dict[str, Any]:
+    """The body of ``GET /api/plan``."""
+    nodes = []
+    for node in plan.nodes:
+        files = [{"path": f.path, "entry": node.entry_name(f), "size": f.size, "mtime": f.mtime}
+                 for f in node.files]
+        nodes.append({"node": node.agent.name, "url": node.agent.url, "files": files,
+                      "bytes": sum(f.size for f in node.files),
+                      "rejected": list(node.rejected)})
+    skipped = [{"node": s.name, "url": s.url, "state": s.state, "error": s.error}
+               for s in plan.skipped]
+    return {
+        "request": plan.selection.as_dict(), "nodes": nodes, "skipped": skipped,
+        "files": plan.file_count, "total_bytes": plan.total_bytes,
+        "archive_size": archive_size, "sized": archive_size is not None,
+    }
