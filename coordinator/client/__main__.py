@@ -209,7 +209,12 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "check":  # a plugin reports even this as UNKNOWN
+            parser.plugin, parser.prog = True, f"{PROG} check"
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args))

@@ -31,7 +31,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -79,6 +79,7 @@ class Range:
     start: float
     end: float
     inside: bool = False
+    text: str = field(default="", compare=False)  # as the user wrote it, for messages
 
     def alerts(self, value: float) -> bool:
         within = self.start <= value <= self.end
@@ -113,7 +114,7 @@ def parse_range(text: str, number: Callable[[str], float]) -> Range:
         raise UsageError(f"bad range {text!r}: {exc}") from None
     if start > end:
         raise UsageError(f"bad range {text!r}: start is greater than end")
-    return Range(start, end, inside)
+    return Range(start, end, inside, text.strip())
 
 
 def _metric_number(metric: str) -> Callable[[str], float]:
@@ -219,8 +220,10 @@ def evaluate(
         state = _threshold_state(metric)
         if state is not State.OK:
             states.append(state)
-            problems.append(f"{metric.label} {_show(metric)} outside {state.name.lower()} "
-                            f"range {metric.crit if state is State.CRITICAL else metric.warn}")
+            limit = metric.crit if state is State.CRITICAL else metric.warn
+            assert limit is not None
+            problems.append(f"{metric.label} {_show(metric)} "
+                            f"({state.name.lower()} range {limit.text or limit})")
     text = _headline(doc, checks, elapsed)
     if problems:
         text += ": " + "; ".join(problems)

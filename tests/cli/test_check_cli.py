@@ -1,0 +1,105 @@
+"""``fleetzip check`` as Icinga runs it: a process against a real agent, one line, exit 0-3."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import time
+from urllib.parse import urlsplit
+
+from tests.cli.conftest import AGENT_HOSTS, Fleet, run_cli
+from tests.cli.test_check_rules import PERF_RE
+from tests.support import free_port
+
+LINE_RE = re.compile(r"^FLEETZIP (OK|WARNING|CRITICAL|UNKNOWN) - [^|\n]+(?: \| (.+))?$")
+EXIT = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
+
+
+def plugin_output(*args: str) -> tuple[str, dict[str, re.Match[str]], int]:
+    """(state, perfdata by label, exit code), after checking the one-line plugin format."""
+    proc = run_cli("check", *args, timeout=30)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout + proc.stderr
+    match = LINE_RE.match(lines[0])
+    assert match, lines[0]
+    assert "Traceback" not in proc.stderr
+    state = match[1]
+    assert proc.returncode == EXIT[state], lines[0]
+    perf = {}
+    for item in (match[2] or "").split():
+        item_match = PERF_RE.match(item)
+        assert item_match, f"bad perfdata {item!r}"
+        perf[item_match["label"]] = item_match
+    return state, perf, proc.returncode
+
+
+def test_ok_warning_critical_against_a_real_agent(fleet: Fleet) -> None:
+    agent = fleet.agent("web-1", AGENT_HOSTS[0], {"a.log": b"x" * 10})
+
+    state, perf, _ = plugin_output(agent.url)
+    assert state == "OK"
+    assert set(perf) == {"time", "free_logs", "downloads"}
+    assert int(perf["free_logs"]["value"]) > 0 and perf["free_logs"]["uom"] == "B"
+    assert 0 < float(perf["time"]["value"]) < 10 and perf["time"]["uom"] == "s"
+
+    state, perf, _ = plugin_output(agent.url, "-w", "free_logs=1000TB:", "-C", "time=60")
+    assert state == "WARNING"
+    assert perf["free_logs"]["warn"] == str(1000 * 10**12) + ":"
+    assert perf["time"]["crit"] == "60"
+
+    state, _, _ = plugin_output(agent.url + "/healthz", "--critical", "free=1000TB:")
+    assert state == "CRITICAL"
+
+
+def test_full_download_slots_make_the_agent_warn(fleet: Fleet) -> None:
+    agent = fleet.agent("web-1", AGENT_HOSTS[0], {"big.bin": b"\0" * (1024 * 1024)},
+                        max_concurrent_downloads=1, max_bandwidth="16KiB", chunk_size="4KiB")
+    parts = urlsplit(agent.url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        conn.request("GET", "/files/logs/big.bin",
+                     headers={"Authorization": "Bearer agent-secret-token"})
+        response = conn.getresponse()
+        assert response.status == 200
+        response.read(4096)  # the download is running and holds the only slot
+        state, perf, _ = plugin_output(agent.url)
+        assert state == "WARNING"
+        assert perf["downloads"]["value"] == "1"
+    finally:
+        conn.close()
+
+
+def test_connection_refused_is_critical() -> None:
+    port = free_port(AGENT_HOSTS[1])
+    proc = run_cli("check", f"http://{AGENT_HOSTS[1]}:{port}")
+    assert proc.returncode == 2
+    assert proc.stdout.startswith("FLEETZIP CRITICAL - cannot connect to")
+    assert "connection refused" in proc.stdout
+
+
+def test_silent_server_times_out_critical_or_chosen_state() -> None:
+    with socket.socket() as server:
+        server.bind((AGENT_HOSTS[2], 0))
+        server.listen(1)  # accepts the connection in the kernel, never answers
+        url = f"http://{AGENT_HOSTS[2]}:{server.getsockname()[1]}"
+        started = time.monotonic()
+        proc = run_cli("check", url, "--timeout", "1")
+        assert time.monotonic() - started < 8
+        assert proc.returncode == 2, proc.stdout
+        assert proc.stdout.startswith("FLEETZIP CRITICAL - no answer from")
+        proc = run_cli("check", url, "--timeout", "500ms:UNKNOWN")
+        assert proc.returncode == 3, proc.stdout
+        assert proc.stdout.startswith("FLEETZIP UNKNOWN - ")
+
+
+def test_unknown_for_a_non_health_answer_and_bad_arguments(fleet: Fleet) -> None:
+    agent = fleet.agent("web-1", AGENT_HOSTS[0], {"a.log": b"x"})
+    state, perf, _ = plugin_output(agent.url + "/nothing-here")
+    assert state == "UNKNOWN" and not perf
+    for args in (["-w", "speed=3", agent.url], ["-w", "time=abc", agent.url], [],
+                 ["--timeout", "soon", agent.url], [agent.url, "--bogus"]):
+        proc = run_cli("check", *args)
+        assert proc.returncode == 3, (args, proc.stdout, proc.stderr)
+        assert LINE_RE.match(proc.stdout.strip()), proc.stdout
+        assert proc.stdout.startswith("FLEETZIP UNKNOWN - ")
