@@ -384,3 +384,59 @@ class RssSampler:
     @property
     def peak(self) -> int:
         return max((rss for _, rss in self.samples), default=0)
+
+    @property
+    def peak_at(self) -> float:
+        """Seconds after sampling began when the peak was first seen."""
+        return next((t for t, rss in self.samples if rss == self.peak), 0.0)
+
+
+# --------------------------------------------------------------------------- profiling
+
+
+@contextlib.contextmanager
+def py_spy(pid: int, out: Path, rate: int = 100) -> Iterator[None]:
+    """Sample *pid* with ``py-spy record`` (collapsed stacks in *out*) while the body runs.
+
+    ``--nonblocking``: the target is not paused to be sampled, so it is barely slowed; still,
+    figures measured under a profiler are for finding hot spots, not for the record.
+    """
+    binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(binary).exists():
+        sys.exit("py-spy is not installed: .venv/bin/pip install py-spy")
+    time.sleep(1.0)  # py-spy cannot read a process that has only just started
+    proc = subprocess.Popen([binary, "record", "--nonblocking", "--format", "raw",
+                             "--rate", str(rate), "-o", str(out), "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        if not out.exists():
+            print(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}",
+                  file=sys.stderr)
+
+
+def summarise_profile(path: Path, top: int = 15) -> list[tuple[str, float, float]]:
+    """(frame, self %, inclusive %) of the busiest frames in a py-spy ``raw`` file."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    ranked = sorted(own, key=lambda f: own[f], reverse=True)[:top]
+    return [(f, 100 * own[f] / total, 100 * inclusive[f] / total) for f in ranked] if total \
+        else []

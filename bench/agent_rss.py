@@ -171,7 +171,8 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     ok = [c for c in clients if c.status == 200 and c.received > 0 and not c.error]
     rates = [c.received / c.seconds for c in ok if c.seconds > 0]
     return {
-        "server": server.name, "baseline": baseline, "peak": sampler.peak, "after": after,
+        "server": server.name, "baseline": baseline, "peak": sampler.peak,
+        "peak_at_s": round(sampler.peak_at, 1), "after": after,
         "samples": len(sampler.samples), "clients": len(clients), "clients_ok": len(ok),
         "median_client_Bps": round(median(rates)), "received": sum(c.received for c in clients),
         "errors": sorted({f"{c.status} {c.error}".strip() for c in clients if c not in ok}),

@@ -38,9 +38,11 @@ from _common import (
     parse_size,
     print_json_line,
     print_table,
+    py_spy,
     require_curl,
     running,
     static_server,
+    summarise_profile,
     warm_page_cache,
     work_dir,
 )
@@ -79,6 +81,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="agent chunk_size (default: the agent's own default, 1MiB)")
     p.add_argument("--nginx-auto", action="store_true",
                    help="also measure nginx with worker_processes auto")
+    p.add_argument("--profile", type=Path, default=None, metavar="FILE",
+                   help="sample the agent with py-spy during the rounds (collapsed stacks to "
+                        "FILE) and print its busiest frames; figures then are not for the record")
     p.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     return p.parse_args(argv)
@@ -150,6 +155,13 @@ def report(tallies: dict[str, Tally], size: int, args: argparse.Namespace) -> bo
     return ok
 
 
+def print_profile(path: Path) -> None:
+    rows = [[frame[:90], f"{own:.1f}", f"{incl:.1f}"]
+            for frame, own, incl in summarise_profile(path)]
+    print(f"\nagent profile (py-spy, {path}; busiest frames, % of samples of busy threads):")
+    print_table(["frame", "self %", "incl %"], rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     require_curl()
@@ -161,11 +173,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers = build_servers(tmp, path.parent, path.name, args)
         try:
             with running(servers):
-                tallies = run_rounds(servers, size, args)
+                if args.profile is None:
+                    tallies = run_rounds(servers, size, args)
+                else:
+                    with py_spy(servers[0].pid, args.profile):
+                        tallies = run_rounds(servers, size, args)
         except DownloadFailed as exc:
             print(f"download failed, measurement invalid: {exc}", file=sys.stderr)
             return 3
     ok = report(tallies, size, args)
+    if args.profile is not None:
+        print_profile(args.profile)
     return 1 if args.strict and not ok else 0
 
 
