@@ -319,6 +319,10 @@ def _entry_sizes(plan: Plan, reserved: StatusReservation) -> Iterator[tuple[str,
 # The pipeline
 
 
+class Cancelled(Exception):
+    """The download was cancelled (its client left)."""
+
+
 class BufferGauge:
     """Bytes held by one download's pipeline (entry buffers + pending output), and the peak."""
 
@@ -376,8 +380,12 @@ class EntryData:
     def finished(self) -> bool:
         return self._finished
 
-    async def feed(self, chunk: bytes) -> None:
-        """Queue *chunk* (cut at the planned size); returns when there is room for more."""
+    def feed(self, chunk: bytes) -> Awaitable[bool] | None:
+        """Queue *chunk* (cut at the planned size).
+
+        Returns None when there is room for more, else an awaitable that resolves once
+        the zip has taken enough (the shape tornado's ``streaming_callback`` may return).
+        """
         chunk = chunk[: self.remaining]
         if chunk and not self._finished:
             self._chunks.append(chunk)
@@ -385,9 +393,15 @@ class EntryData:
             self.gauge.add(len(chunk))
             self.status.bytes += len(chunk)
             self._readable.set()
-        if self._buffered >= self.limit:
+        if self._buffered >= self.limit and not self._finished:
             self._writable.clear()
-            await self._writable.wait()
+            return self._writable.wait()
+        return None
+
+    @property
+    def blocked(self) -> bool:
+        """True while the producer waits for the zip (the agent is not to blame)."""
+        return not self._writable.is_set()
 
     def finish(self, error: str | None = None) -> None:
         """No more data comes; *error* says why when the entry is short or missing."""
@@ -481,10 +495,12 @@ Write = Callable[[bytes], Awaitable[None]]
 class _Output:
     """Coalesces the zip generator's small pieces into chunks of about *chunk_size*."""
 
-    def __init__(self, write: Write, chunk_size: int, gauge: BufferGauge) -> None:
+    def __init__(self, write: Write, chunk_size: int, gauge: BufferGauge,
+                 on_sent: Callable[[int], None] | None = None) -> None:
         self.write = write
         self.chunk_size = chunk_size
         self.gauge = gauge
+        self.on_sent = on_sent
         self.parts: list[bytes] = []
         self.pending = 0
         self.sent = 0
@@ -507,6 +523,8 @@ class _Output:
             self.gauge.add(-self.pending)
             self.pending = 0
         self.sent += len(data)
+        if self.on_sent is not None:
+            self.on_sent(len(data))
 
 
 class ArchiveStream:
@@ -531,6 +549,7 @@ class ArchiveStream:
         if sized:
             self._queue_all()
         self.bytes_sent = 0
+        self.cancelled = False
 
     def __len__(self) -> int:
         """The exact archive size (sized archives only)."""
@@ -560,12 +579,18 @@ class ArchiveStream:
 
         return content
 
-    async def run(self, write: Write) -> int:
-        """Stream the archive through *write*; returns the number of bytes written."""
-        out = _Output(write, self.chunk_size, self.gauge)
+    async def run(self, write: Write, on_sent: Callable[[int], None] | None = None) -> int:
+        """Stream the archive through *write*; returns the number of bytes written.
+
+        *on_sent* is told each time a piece went out (progress, metrics). Raises
+        `Cancelled` once `cancel` was called.
+        """
+        out = _Output(write, self.chunk_size, self.gauge, self._counter(on_sent))
         try:
             for entry in self.entries:
+                self._check()
                 await self._entry(entry, out)
+            self._check()
             self.settle()
             if not self.sized:
                 self._queue_status()
@@ -573,8 +598,26 @@ class ArchiveStream:
                 await out.put(piece)
             await out.drain()
         finally:
-            self.bytes_sent = out.sent
+            out.parts.clear()
+            self.gauge.add(-out.pending)
         return out.sent
+
+    def _counter(self, on_sent: Callable[[int], None] | None) -> Callable[[int], None]:
+        def count(n: int) -> None:
+            self.bytes_sent += n
+            if on_sent is not None:
+                on_sent(n)
+
+        return count
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        for entry in self.entries:
+            entry.discard()
+
+    def _check(self) -> None:
+        if self.cancelled:
+            raise Cancelled("download cancelled")
 
     async def _entry(self, entry: EntryData, out: _Output) -> None:
         if not entry.ready:
@@ -590,6 +633,7 @@ class ArchiveStream:
             if not entry.ready:
                 await out.drain()
                 await entry.wait_ready()
+            self._check()
             try:
                 piece = next(pieces)
             except StopIteration:

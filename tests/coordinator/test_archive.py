@@ -66,7 +66,9 @@ async def produce(entry: EntryData, data: bytes, *, stop_at: int | None = None,
                   error: str | None = None, piece: int = 1000) -> None:
     end = len(data) if stop_at is None else stop_at
     for start in range(0, end, piece):
-        await entry.feed(data[start:min(start + piece, end)])
+        waiter = entry.feed(data[start:min(start + piece, end)])
+        if waiter is not None:
+            await waiter
         await asyncio.sleep(0)
     entry.finish(error)
 

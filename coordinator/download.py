@@ -1,0 +1,316 @@
+"""``GET``/``HEAD /api/download`` (the merged ZIP) and ``GET /api/downloads`` (in flight).
+
+The handlers are thin: parse the selection, plan, check the limits, set the headers, then
+hand the client's ``write + flush`` to a `Download`, which runs the zip pipeline of
+`coordinator.archive` over entry fetches from `coordinator.fetch`:
+
+* ``download.parallel`` fetches run ahead of the entry being zipped; a fetch's slot is
+  freed when the zip is done with its entry, so at most that many entry buffers exist;
+* the client leaving (a failed flush, or ``on_connection_close``) cancels every agent
+  fetch of that download at once;
+* each download is counted in the metrics and written to the audit log.
+
+App settings read here: ``downloads`` (a `DownloadManager`), ``planner``
+(`coordinator.planner.Planner`), and optionally ``authenticator`` (its ``identify``
+names the user for the audit log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+from tornado.iostream import StreamClosedError
+
+from common.errors import TooManyRequests
+from common.web import BaseHandler
+from coordinator.agentapi import AgentApi
+from coordinator.archive import (
+    ArchiveStatus,
+    ArchiveStream,
+    BufferGauge,
+    Cancelled,
+    EntryData,
+    NodeStatus,
+    iso_time,
+    planned_archive_size,
+)
+from coordinator.config import CoordinatorConfig
+from coordinator.fetch import EntryFetch, NodeRun
+from coordinator.model import Plan
+from coordinator.selection import parse_selection, query_arguments
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = 5  # seconds a client over max_concurrent is told to wait
+
+
+class Download:
+    """One merged download: its plan, per-node runs, entry fetches and the zip stream."""
+
+    def __init__(self, download_id: str, plan: Plan, config: CoordinatorConfig,
+                 agent_api: AgentApi, *, user: str, remote_ip: str | None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.id = download_id
+        self.plan = plan
+        self.user = user
+        self.remote_ip = remote_ip
+        self.clock = clock
+        self.started = clock()
+        settings = config.download
+        self.sized = plan.selection.compression == "stored"
+        self.status = ArchiveStatus.from_plan(plan, started=self.started)
+        self.gauge = BufferGauge()
+        self.slots = asyncio.Semaphore(settings.parallel)
+        self.nodes = [NodeRun(node, status)
+                      for node, status in zip(plan.nodes, self.status.nodes, strict=False)]
+        self.entries: list[EntryData] = []
+        self.fetches: list[EntryFetch] = []
+        limit = max(settings.chunk_size, 64 * 1024)
+        for run in self.nodes:
+            for file, file_status in zip(run.plan.files, run.status.files, strict=True):
+                entry = EntryData(file_status, sized=self.sized, limit=limit, gauge=self.gauge,
+                                  on_consumed=self.slots.release)
+                self.entries.append(entry)
+                self.fetches.append(EntryFetch(agent_api, settings, run, file, entry))
+        self.stream = ArchiveStream(self.status, self.entries, sized=self.sized,
+                                    chunk_size=settings.chunk_size, gauge=self.gauge, clock=clock)
+        self.archive_size = len(self.stream) if self.sized else None
+        self.tasks: dict[asyncio.Task[None], EntryFetch] = {}
+        self.result: str | None = None
+
+    async def run(self, write: Callable[[bytes], Any],
+                  on_sent: Callable[[int], None] | None = None) -> str:
+        """Stream the archive through *write*; the result: ok, partial, failed, cancelled."""
+        scheduler = asyncio.ensure_future(self._schedule())
+        try:
+            await self.stream.run(write, on_sent)
+        except (Cancelled, StreamClosedError):
+            self.result = "cancelled"
+        finally:
+            scheduler.cancel()
+            self.cancel_fetches("download ended")
+        if self.result is None:
+            self.result = self._outcome()
+        return self.result
+
+    def cancel(self, reason: str = "client left") -> None:
+        """Stop everything now: agent connections closed, buffers dropped."""
+        if self.result is None:
+            self.result = "cancelled"
+        self.cancel_fetches(reason)
+        self.stream.cancel()
+
+    def cancel_fetches(self, reason: str) -> None:
+        for fetch, task in self._running():
+            fetch.cancel(reason)
+            task.cancel()
+
+    def _running(self) -> list[tuple[EntryFetch, asyncio.Task[None]]]:
+        return [(fetch, task) for task, fetch in self.tasks.items() if not task.done()]
+
+    async def _schedule(self) -> None:
+        for fetch in self.fetches:
+            await self.slots.acquire()
+            task = asyncio.ensure_future(fetch.run())
+            self.tasks[task] = fetch
+            task.add_done_callback(self._fetch_done)
+
+    def _fetch_done(self, task: asyncio.Task[None]) -> None:
+        fetch = self.tasks.pop(task)
+        if task.cancelled():
+            fetch.entry.finish("cancelled")
+        elif task.exception() is not None:
+            log.error("fetch of %s failed", fetch.url, exc_info=task.exception())
+            fetch.entry.finish(f"internal error: {task.exception()}")
+
+    def _outcome(self) -> str:
+        states = [n.state for n in self.status.nodes if n.state != "skipped"]
+        if all(s == "ok" for s in states):
+            return "ok"
+        if all(s == "failed" for s in states):
+            return "failed"
+        return "partial"
+
+    def progress(self) -> dict[str, Any]:
+        """The shape of one item of ``GET /api/downloads``."""
+        return {
+            "id": self.id, "request": self.plan.selection.as_dict(), "user": self.user,
+            "started": iso_time(self.started), "bytes_sent": self.stream.bytes_sent,
+            "archive_size": self.archive_size,
+            "nodes": [_node_progress(run) for run in self.nodes]
+            + [_skipped_progress(s) for s in self.status.nodes[len(self.nodes):]],
+        }
+
+
+def _node_progress(run: NodeRun) -> dict[str, Any]:
+    status = run.status
+    done = status.files_done
+    if run.down is not None:
+        state = "failed"
+    elif done == len(status.files):
+        state = "done"
+    elif run.started is not None:
+        state = "running"
+    else:
+        state = "pending"
+    return {"node": status.node, "state": state, "bytes": status.bytes, "files_done": done,
+            "files_total": len(status.files)}
+
+
+def _skipped_progress(status: NodeStatus) -> dict[str, Any]:
+    return {"node": status.node, "state": status.state, "bytes": 0, "files_done": 0,
+            "files_total": 0}
+
+
+class DownloadManager:
+    """The downloads in flight: admission (``max_concurrent``), audit, metrics."""
+
+    def __init__(self, config: CoordinatorConfig, *, agent_api: AgentApi,
+                 metrics: Any = None, audit: Any = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.agent_api = agent_api
+        self.metrics = metrics
+        self.audit = audit
+        self.clock = clock
+        self.active: dict[str, Download] = {}
+
+    def check_capacity(self) -> None:
+        limit = self.config.download.max_concurrent
+        if len(self.active) >= limit:
+            raise TooManyRequests(
+                f"{len(self.active)} merged downloads are running, the limit is "
+                f"download.max_concurrent = {limit}; retry later", retry_after=RETRY_AFTER)
+
+    def archive_size(self, plan: Plan) -> int | None:
+        return planned_archive_size(plan)
+
+    def start(self, plan: Plan, *, user: str, remote_ip: str | None) -> Download:
+        self.check_capacity()
+        download = Download(secrets.token_hex(6), plan, self.config, self.agent_api,
+                            user=user, remote_ip=remote_ip, clock=self.clock)
+        self.active[download.id] = download
+        if self.metrics is not None:
+            self.metrics.download_started()
+        return download
+
+    async def run(self, download: Download, write: Callable[[bytes], Any]) -> str:
+        on_sent = self.metrics.add_bytes if self.metrics is not None else None
+        try:
+            result = await download.run(write, on_sent)
+        except BaseException:
+            download.cancel("internal error")
+            download.result = "failed"
+            raise
+        finally:
+            self._finished(download)
+        return result
+
+    def _finished(self, download: Download) -> None:
+        self.active.pop(download.id, None)
+        result = download.result or "failed"
+        if self.metrics is not None:
+            self.metrics.download_finished(result)
+        if self.audit is not None:
+            self.audit.download(
+                user=download.user, request=download.plan.selection.as_dict(),
+                nodes=[{"node": n.node, "state": n.state, "bytes": n.bytes}
+                       for n in download.status.nodes],
+                bytes_sent=download.stream.bytes_sent, result=result, download_id=download.id,
+                remote_ip=download.remote_ip, duration_s=round(self.clock() - download.started, 3),
+                archive_size=download.archive_size)
+        log.info("download %s by %s: %s, %d bytes", download.id, download.user, result,
+                 download.stream.bytes_sent)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"downloads": [d.progress() for d in self.active.values()]}
+
+
+class DownloadHandler(BaseHandler):
+    """``GET``/``HEAD /api/download?root=…``: the merged ZIP, streamed."""
+
+    route = "download"
+    protected = True
+    download: Download | None = None
+
+    async def get(self) -> None:
+        await self._serve(send_body=True)
+
+    async def head(self) -> None:
+        await self._serve(send_body=False)
+
+    async def _serve(self, *, send_body: bool) -> None:
+        manager: DownloadManager = self.settings["downloads"]
+        planner = self.settings["planner"]
+        selection = parse_selection(
+            query_arguments(self.request.query_arguments),
+            known_nodes=[a.name for a in planner.registry.agents()],
+            default_compression=manager.config.download.compression, now=time.time())
+        if send_body:
+            manager.check_capacity()  # before asking every agent
+        plan = await planner.plan(selection)
+        size = manager.archive_size(plan)
+        planner.check_limit(plan, size)
+        self._set_archive_headers(plan, size)
+        if not send_body:
+            self.finish()
+            return
+        self.download = manager.start(plan, user=self._user(), remote_ip=self.request.remote_ip)
+        await manager.run(self.download, self._send)
+        if self.download.result != "cancelled":
+            self.finish()
+
+    def _set_archive_headers(self, plan: Plan, size: int | None) -> None:
+        self.set_header("Content-Type", "application/zip")
+        self.set_header("Content-Disposition", content_disposition(archive_name(plan)))
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        if size is not None:
+            self.set_header("Content-Length", str(size))
+
+    async def _send(self, data: bytes) -> None:
+        self.write(data)
+        await self.flush()
+
+    def on_connection_close(self) -> None:
+        if self.download is not None:
+            self.download.cancel("client left")
+
+    def _user(self) -> str:
+        authenticator = self.settings.get("authenticator")
+        identify = getattr(authenticator, "identify", None)
+        if identify is None:
+            return "anonymous"
+        return str(identify(self.request) or "anonymous")
+
+
+class DownloadsHandler(BaseHandler):
+    """``GET /api/downloads``: the merged downloads in flight, with per-node progress."""
+
+    route = "downloads"
+    protected = True
+
+    def get(self) -> None:
+        manager: DownloadManager = self.settings["downloads"]
+        self.write_json(manager.snapshot())
+
+
+def archive_name(plan: Plan) -> str:
+    name = plan.selection.name
+    if not name:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(plan.created or time.time()))
+        name = f"fleetzip-{plan.selection.root}-{stamp}"
+    return name if name.lower().endswith(".zip") else name + ".zip"
+
+
+def content_disposition(name: str) -> str:
+    """RFC 6266: an ASCII fallback plus ``filename*`` for any other character."""
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
+    quoted = urllib.parse.quote(name, safe="")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quoted}"
