@@ -24,6 +24,7 @@ from typing import Any
 from common.errors import BadRequest, NotFound, PayloadTooLarge
 from common.names import check_relative_path
 from coordinator.agentapi import AgentApi, AgentError, AgentStatusError
+from coordinator.archive import planned_archive_size
 from coordinator.config import CoordinatorConfig
 from coordinator.discovery import Registry
 from coordinator.model import AgentRef, NodePlan, Plan, PlannedFile, Selection, SkippedNode
@@ -107,12 +108,7 @@ class Planner:
 
     def archive_size(self, plan: Plan) -> int | None:
         """The exact size of the merged ZIP when it can be known, else None."""
-        try:
-            from coordinator.archive import planned_archive_size
-        except ImportError:  # the zip streaming module has not landed yet
-            return None
-        result: int | None = planned_archive_size(plan)
-        return result
+        return planned_archive_size(plan)
 
     def check_limit(self, plan: Plan, archive_size: int | None) -> None:
         """`PayloadTooLarge` when the plan exceeds ``download.max_archive_size``."""

@@ -1,0 +1,128 @@
+"""Pure parts of the coordinator service: password hashes, file_sd rules, selection
+parameters, untrusted listings. No servers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from common.errors import BadRequest
+from coordinator.discovery import parse_file_sd
+from coordinator.planner import checked_entries
+from coordinator.selection import parse_selection
+from coordinator.users import hash_password, read_users, verify_password
+
+NOW = 1_700_000_000.0
+
+
+def test_password_hash_is_salted_and_verifies() -> None:
+    one, two = hash_password("pw", iterations=1000), hash_password("pw", iterations=1000)
+    assert one != two  # a fresh salt each time
+    assert one.startswith("pbkdf2_sha256$1000$")
+    assert verify_password("pw", one) and verify_password("pw", two)
+    assert not verify_password("pW", one)
+
+
+def test_users_cli_makes_a_line_from_stdin(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    done = subprocess.run([sys.executable, "-m", "coordinator.users", "bob", "--iterations",
+                           "2000"], input="hunter2\n", capture_output=True, text=True,
+                          check=True)
+    line = done.stdout.strip()
+    assert "hunter2" not in line
+    (tmp_path / "users").write_text(line + "\n")
+    users = read_users(tmp_path / "users")
+    assert verify_password("hunter2", users["bob"])
+
+
+def test_bad_users_line_names_the_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "users").write_text("# comment\nalice:plaintext\n")
+    with pytest.raises(ValueError, match="line 2"):
+        read_users(tmp_path / "users")
+
+
+def test_file_sd_name_rules() -> None:
+    agents = parse_file_sd([
+        {"targets": ["10.0.0.5:8701"], "labels": {"node": "web1", "env": "prod"}},
+        {"targets": ["https://db1.example.com:8701"], "labels": {"__meta_x": "y"}},
+        {"targets": ["h2:9000"], "labels": {"__scheme__": "https", "name": "h-two"}},
+        {"targets": ["a.example:1", "b.example:1"], "labels": {"rack": "r1"}},
+    ])
+    assert agents["web1"].url == "http://10.0.0.5:8701"
+    assert dict(agents["web1"].labels) == {"env": "prod"}
+    assert agents["db1.example.com"].url == "https://db1.example.com:8701"
+    assert dict(agents["db1.example.com"].labels) == {}
+    assert agents["h-two"].url == "https://h2:9000"
+    assert dict(agents["a.example"].labels) == {"rack": "r1"} and "b.example" in agents
+    assert {a.source for a in agents.values()} == {"file"}
+
+
+@pytest.mark.parametrize("doc, problem", [
+    ({"targets": []}, "list"),
+    ([{"targets": "x:1"}], "targets"),
+    ([{"targets": ["a:1", "b:1"], "labels": {"node": "n"}}], "one target"),
+    ([{"targets": ["a:1"]}, {"targets": ["a:2"]}], "duplicate"),
+    ([{"targets": ["ftp://a:1"]}], "not an http"),
+    ([{"targets": ["a:1"], "labels": {"node": "../evil"}}], "invalid node name"),
+])
+def test_file_sd_errors(doc: object, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        parse_file_sd(doc)
+
+
+def parse(**args: str) -> object:
+    return parse_selection({k: [v] for k, v in args.items()}, known_nodes=["n1", "n2"],
+                           default_compression="stored", now=NOW)
+
+
+@pytest.mark.parametrize("args, parameter", [
+    ({}, "root"),
+    ({"root": "a/b"}, "root"),
+    ({"root": "logs", "path": "../x"}, "path"),
+    ({"root": "logs", "glob": "a**b"}, "glob"),
+    ({"root": "logs", "glob": "[abc"}, "glob"),
+    ({"root": "logs", "glob": "/etc/*"}, "glob"),
+    ({"root": "logs", "since": "yesterday"}, "since"),
+    ({"root": "logs", "since": "2h30"}, "since"),
+    ({"root": "logs", "nodes": "n1,zz"}, "nodes"),
+    ({"root": "logs", "labels": "novalue"}, "labels"),
+    ({"root": "logs", "compression": "bzip2"}, "compression"),
+    ({"root": "logs", "name": "a/b.zip"}, "name"),
+])
+def test_each_bad_parameter_is_named(args: dict[str, str], parameter: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse(**args)
+    assert caught.value.parameter == parameter
+    assert caught.value.message.startswith(parameter + ":")
+
+
+def test_good_selection() -> None:
+    selection = parse(root="logs", path="/sub/", glob="**/*.log", since="2h", nodes="n2",
+                      labels="env=prod,rack=r1", compression="deflate", name="x.zip")
+    assert selection.root == "logs" and selection.path == "sub"  # type: ignore[attr-defined]
+    assert selection.since == NOW - 7200  # type: ignore[attr-defined]
+    assert selection.nodes == ("n2",)  # type: ignore[attr-defined]
+    assert dict(selection.labels) == {"env": "prod", "rack": "r1"}  # type: ignore[attr-defined]
+    assert parse(root="logs", since="2023-11-14T22:13:20Z").since == NOW  # type: ignore[attr-defined]
+    assert parse(root="logs", since="1700000000").since == NOW  # type: ignore[attr-defined]
+
+
+def test_untrusted_listing_entries_are_refused_and_recorded() -> None:
+    body = {"entries": [
+        {"path": "ok.log", "size": 3, "mtime": 1.0, "type": "file"},
+        {"path": "../../etc/passwd", "size": 3, "mtime": 1.0, "type": "file"},
+        {"path": "/abs", "size": 3, "mtime": 1.0, "type": "file"},
+        {"path": "a\\b", "size": 3, "mtime": 1.0, "type": "file"},
+        {"path": "nul\x00x", "size": 3, "mtime": 1.0, "type": "file"},
+        {"path": "neg.log", "size": -1, "mtime": 1.0, "type": "file"},
+        {"path": "dir", "size": 0, "mtime": 1.0, "type": "dir"},
+        {"path": "ok.log", "size": 3, "mtime": 1.0, "type": "file"},
+    ]}
+    files, rejected = checked_entries(body, None)
+    assert [f.path for f in files] == ["ok.log"]
+    assert len(rejected) == 6
+    assert any("'..'" in r for r in rejected) and any("listed twice" in r for r in rejected)
+    files, rejected = checked_entries({"entries": [
+        {"path": "other/x", "size": 1, "mtime": 1, "type": "file"}]}, "sub")
+    assert not files and "outside the requested path" in rejected[0]
