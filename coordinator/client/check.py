@@ -291,7 +291,8 @@ def _failing_checks(checks: Mapping[str, Any]) -> list[str]:
 def _headline(doc: Mapping[str, Any], checks: Mapping[str, Any], elapsed: float) -> str:
     kind = "coordinator" if "agents:healthy" in checks else "agent"
     name = doc.get("serviceId") or "?"
-    parts = [f"{kind} {name} {doc.get('status')}"]
+    who = kind if name == kind else f"{kind} {name}"
+    parts = [f"{who} {doc.get('status')}"]
     version = doc.get("version")
     if version:
         parts[0] += f" (v{version})"
