@@ -27,7 +27,7 @@ from typing import Any
 
 from tornado.iostream import StreamClosedError
 
-from common.errors import TooManyRequests
+from common.errors import TooManyRequests, Unavailable
 from common.web import BaseHandler
 from coordinator.agentapi import AgentApi
 from coordinator.archive import (
@@ -48,6 +48,7 @@ from coordinator.selection import parse_selection, query_arguments
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 5  # seconds a client over max_concurrent is told to wait
+MIN_ENTRY_BUFFER = 64 * 1024  # one read of tornado's client (its default chunk size)
 
 
 class Download:
@@ -71,7 +72,9 @@ class Download:
                       for node, status in zip(plan.nodes, self.status.nodes, strict=False)]
         self.entries: list[EntryData] = []
         self.fetches: list[EntryFetch] = []
-        limit = max(settings.chunk_size, 64 * 1024)
+        # Each entry buffers up to half a chunk (plus one read of the agent socket), so
+        # `parallel` entries and the output chunk stay within (parallel + 2) chunks.
+        limit = max(settings.chunk_size // 2, MIN_ENTRY_BUFFER)
         for run in self.nodes:
             for file, file_status in zip(run.plan.files, run.status.files, strict=True):
                 entry = EntryData(file_status, sized=self.sized, limit=limit, gauge=self.gauge,
@@ -252,6 +255,9 @@ class DownloadHandler(BaseHandler):
             query_arguments(self.request.query_arguments),
             known_nodes=[a.name for a in planner.registry.agents()],
             default_compression=manager.config.download.compression, now=time.time())
+        draining = self.settings.get("draining")
+        if draining is not None and draining.is_set():
+            raise Unavailable("the coordinator is shutting down", retry_after=RETRY_AFTER)
         if send_body:
             manager.check_capacity()  # before asking every agent
         plan = await planner.plan(selection)

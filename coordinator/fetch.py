@@ -155,8 +155,8 @@ class EntryFetch:
         watchdog = asyncio.ensure_future(self._watch(request))
         try:
             response = await self.api.client.fetch(request, raise_error=False)
-        except Exception as exc:  # a bug or a refused request: recorded, not raised
-            return _Attempt(f"fetch failed: {exc}", retry=True, unreachable=True)
+        except Exception as exc:  # tornado raises 599s (no response) even so
+            return self._judge_failure(exc, start)
         finally:
             watchdog.cancel()
             self.request = None
@@ -176,9 +176,7 @@ class EntryFetch:
         if self.entry.remaining == 0:
             return _Attempt()  # everything planned arrived (any extra was cut)
         if response.code == 599:
-            reason = self._abort_reason or _describe(response.error)
-            dropped = self.entry.received > start
-            return _Attempt(reason, retry=True, unreachable=not dropped)
+            return self._judge_failure(response.error, start)
         if response.code in (200, 206):
             return _Attempt(short=True)  # a clean end before the planned size
         if response.code == 416:
@@ -186,6 +184,14 @@ class EntryFetch:
         if response.code in RETRY_STATUSES:
             return _Attempt(f"agent answered HTTP {response.code}", retry=True)
         return _Attempt(f"agent answered HTTP {response.code} {response.reason}".rstrip())
+
+    def _judge_failure(self, error: BaseException | None, start: int) -> _Attempt:
+        """No (complete) response: refused, reset, timed out, or aborted by us."""
+        if self.entry.remaining == 0:
+            return _Attempt()  # we closed it ourselves at the planned size
+        reason = self._abort_reason or _describe(error)
+        dropped = self.entry.received > start
+        return _Attempt(reason, retry=True, unreachable=not dropped)
 
     # -- tornado callbacks -----------------------------------------------------------------
 
@@ -218,8 +224,8 @@ class EntryFetch:
             self._skip -= drop
             chunk = chunk[drop:]
         waiter = self.entry.feed(chunk)
-        if self.entry.remaining == 0:
-            self._abort("planned size reached")  # a grown file: the rest is not wanted
+        if self.entry.remaining == 0 and self._code == 200:
+            self._abort("planned size reached")  # Range ignored: the rest is not wanted
             return None
         return waiter
 
@@ -253,4 +259,4 @@ def _describe(error: BaseException | None) -> str:
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
     text = str(error) or type(error).__name__
-    return f"connection failed: {text}"
+    return f"agent connection failed: {text}"
