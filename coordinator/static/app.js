@@ -133,6 +133,7 @@
   function showError(id, error) {
     var box = $(id);
     if (error) {
+      if (!box.hidden && box.textContent === String(error)) return; // no repeated alerts
       box.textContent = String(error);
       box.hidden = false;
     } else {
@@ -345,6 +346,8 @@
     if (request.nodes && request.nodes.length) text += ' on ' + request.nodes.join(', ');
     var labels = labelsText(request.labels);
     if (labels.length) text += ' [' + labels.join(',') + ']';
+    if (request.since) text += ' since ' + new Date(request.since * 1000).toISOString();
+    if (request.compression === 'deflate') text += ' (deflate)';
     return text;
   }
 
