@@ -1,8 +1,9 @@
 """Plain-text tables, and the per-node summary of a downloaded archive's ``status.json``.
 
 Exit codes of ``fleetzip get`` come from here: 0 when every node is ``ok`` or ``skipped``
-(a skipped node had nothing to send), 1 when any node is ``partial`` or ``failed`` or the
-status file cannot be read.
+(a skipped node had nothing to send: no such root or path there, or no matching file) and
+at least one node is ``ok``; 1 when any node is ``partial`` or ``failed``, when no node
+delivered anything (all skipped), or when the status file cannot be read.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ class ArchiveSummary:
     @property
     def exit_code(self) -> int:
         bad = any(node.state not in GOOD_STATES for node in self.nodes)
-        return EXIT_INCOMPLETE if bad else EXIT_OK
+        delivered = any(node.state == "ok" for node in self.nodes)
+        return EXIT_INCOMPLETE if bad or not delivered else EXIT_OK
 
     def as_dict(self) -> dict[str, Any]:
         return {
