@@ -36,12 +36,12 @@ class TokenBucket:
         self.burst_seconds = max(burst, 1) / self.rate
         self._clock = clock
         self._sleep = sleep
-        self._paid_until = clock()
+        self._paid_until = clock()  # nothing granted yet: one burst of credit
 
     def reserve(self, n: int) -> float:
         """Book *n* bytes now; the seconds the caller must wait before sending them."""
         now = self._clock()
-        self._paid_until = max(self._paid_until, now - self.burst_seconds) + n / self.rate
+        self._paid_until = max(self._paid_until, now) + n / self.rate
         return max(0.0, self._paid_until - now - self.burst_seconds)
 
     async def consume(self, n: int) -> None:

@@ -35,8 +35,12 @@ def make_tree(base: Path) -> Tree:
     root, other, sibling = data / "logs", data / "other", data / "logs-secret"
     for d in (root / "sub" / "deep", other, sibling):
         d.mkdir(parents=True)
-    for secret in (base / "secret.txt", data / "secret.txt", sibling / "secret.txt",
-                   sibling / "app.log"):
+    for secret in (
+        base / "secret.txt",
+        data / "secret.txt",
+        sibling / "secret.txt",
+        sibling / "app.log",
+    ):
         secret.write_bytes(SECRET + b" " + str(secret).encode())
     (root / "app.log").write_bytes(b"hello from logs\n")
     (root / "sub" / "b.log").write_bytes(b"b\n")
@@ -71,12 +75,14 @@ def agent_config(tree: Tree, port: int, **overrides: Any) -> dict[str, Any]:
     return config
 
 
-def start_agent(tree: Tree, workdir: Path, *, scheme: str = "http", context: Any = None,
-                **overrides: Any) -> ServerProcess:
+def start_agent(
+    tree: Tree, workdir: Path, *, scheme: str = "http", context: Any = None, **overrides: Any
+) -> ServerProcess:
     port = free_port()
     config = write_yaml(workdir / f"agent-{port}.yml", agent_config(tree, port, **overrides))
-    server = ServerProcess("agent", config, f"{scheme}://127.0.0.1:{port}",
-                           workdir / f"agent-{port}.log")
+    server = ServerProcess(
+        "agent", config, f"{scheme}://127.0.0.1:{port}", workdir / f"agent-{port}.log"
+    )
     return server.start(context=context)
 
 
@@ -100,16 +106,18 @@ def shared_tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
 
 
 @pytest.fixture(scope="module")
-def shared_agent(shared_tree: Tree, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[ServerProcess]:
+def shared_agent(
+    shared_tree: Tree, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """One agent (no auth, 64 KiB chunks) for the tests of a module that only read."""
     server = start_agent(shared_tree, tmp_path_factory.mktemp("agent"))
     yield server
     server.stop()
 
 
-def raw_get(url: str, path: str, headers: dict[str, str] | None = None,
-            method: str = "GET") -> tuple[int, Any, bytes]:
+def raw_get(
+    url: str, path: str, headers: dict[str, str] | None = None, method: str = "GET"
+) -> tuple[int, Any, bytes]:
     """A request whose path goes out byte for byte; headers are case-insensitive."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)

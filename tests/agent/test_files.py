@@ -46,19 +46,22 @@ def test_head_has_headers_and_no_body(shared_agent: ServerProcess, shared_tree: 
     assert headers["Content-Type"].startswith("text/plain")
 
 
-def test_non_ascii_name_gets_rfc6266_filename(shared_agent: ServerProcess,
-                                              shared_tree: Tree) -> None:
+def test_non_ascii_name_gets_rfc6266_filename(
+    shared_agent: ServerProcess, shared_tree: Tree
+) -> None:
     shared_tree.write("räksmörgås €.log", b"utf8 name\n")
     path = "/files/logs/r%C3%A4ksm%C3%B6rg%C3%A5s%20%E2%82%AC.log"
     status, headers, body = raw_get(shared_agent.url, path)
     assert (status, body) == (200, b"utf8 name\n")
     disposition = headers["Content-Disposition"]
     assert "filename*=UTF-8''r%C3%A4ksm%C3%B6rg%C3%A5s%20%E2%82%AC.log" in disposition
-    assert disposition.startswith("attachment; filename=\"r_ksm_rg_s _.log\"")
+    assert disposition.startswith('attachment; filename="r_ksm_rg_s _.log"')
 
 
-@pytest.mark.parametrize("path", ["/files/logs/sub", "/files/logs/missing.log",
-                                  "/files/nosuchroot/app.log", "/files/logs/sub/"])
+@pytest.mark.parametrize(
+    "path",
+    ["/files/logs/sub", "/files/logs/missing.log", "/files/nosuchroot/app.log", "/files/logs/sub/"],
+)
 def test_not_a_regular_file_is_404_json(shared_agent: ServerProcess, path: str) -> None:
     status, headers, body = raw_get(shared_agent.url, path)
     assert status in (400, 404)
@@ -89,8 +92,9 @@ def range_file(shared_tree: Tree) -> str:
         ("bytes=250000-999999", 250000, 256000),  # end past EOF is capped
     ],
 )
-def test_single_range_is_206(shared_agent: ServerProcess, range_file: str, header: str,
-                             start: int, stop: int) -> None:
+def test_single_range_is_206(
+    shared_agent: ServerProcess, range_file: str, header: str, start: int, stop: int
+) -> None:
     status, headers, body = raw_get(shared_agent.url, range_file, {"Range": header})
     assert status == 206
     assert body == RANGE_DATA[start:stop]
@@ -99,8 +103,9 @@ def test_single_range_is_206(shared_agent: ServerProcess, range_file: str, heade
 
 
 @pytest.mark.parametrize("header", ["bytes=256000-", "bytes=300000-300010", "bytes=-0"])
-def test_unsatisfiable_range_is_416(shared_agent: ServerProcess, range_file: str,
-                                    header: str) -> None:
+def test_unsatisfiable_range_is_416(
+    shared_agent: ServerProcess, range_file: str, header: str
+) -> None:
     status, headers, body = raw_get(shared_agent.url, range_file, {"Range": header})
     assert status == 416
     assert headers["Content-Range"] == "bytes */256000"
@@ -109,11 +114,19 @@ def test_unsatisfiable_range_is_416(shared_agent: ServerProcess, range_file: str
 
 @pytest.mark.parametrize(
     "header",
-    ["bytes=0-1,5-6",  # several ranges: answered with the whole file (documented)
-     "bytes=abc", "bytes=5-1", "items=0-10", "bytes=", "bytes=--5", "0-10"],
+    [
+        "bytes=0-1,5-6",  # several ranges: answered with the whole file (documented)
+        "bytes=abc",
+        "bytes=5-1",
+        "items=0-10",
+        "bytes=",
+        "bytes=--5",
+        "0-10",
+    ],
 )
-def test_multi_or_malformed_range_is_ignored(shared_agent: ServerProcess, range_file: str,
-                                             header: str) -> None:
+def test_multi_or_malformed_range_is_ignored(
+    shared_agent: ServerProcess, range_file: str, header: str
+) -> None:
     status, headers, body = raw_get(shared_agent.url, range_file, {"Range": header})
     assert status == 200
     assert body == RANGE_DATA
@@ -191,8 +204,9 @@ def test_second_root(shared_agent: ServerProcess) -> None:
     assert raw_get(shared_agent.url, "/files/other/o.txt")[2] == b"other root\n"
 
 
-def test_growing_file_is_sent_up_to_its_size_at_start(shared_agent: ServerProcess,
-                                                      shared_tree: Tree) -> None:
+def test_growing_file_is_sent_up_to_its_size_at_start(
+    shared_agent: ServerProcess, shared_tree: Tree
+) -> None:
     import http.client
 
     size = 16 * 1024 * 1024  # more than the socket buffers hold: the agent must wait for us
@@ -212,8 +226,9 @@ def test_growing_file_is_sent_up_to_its_size_at_start(shared_agent: ServerProces
     assert body.count(0) == size  # only the original bytes, none of the appended ones
 
 
-def test_shrinking_file_ends_early_and_is_logged(shared_agent: ServerProcess,
-                                                 shared_tree: Tree) -> None:
+def test_shrinking_file_ends_early_and_is_logged(
+    shared_agent: ServerProcess, shared_tree: Tree
+) -> None:
     import http.client
 
     size = 32 * 1024 * 1024

@@ -87,11 +87,14 @@ class Recorder:
                 self.write({"ok": True})
 
             def record(self) -> None:
-                recorder.requests.append({
-                    "method": self.request.method, "path": self.request.path,
-                    "auth": self.request.headers.get("Authorization"),
-                    "body": json.loads(self.request.body) if self.request.body else None,
-                })
+                recorder.requests.append(
+                    {
+                        "method": self.request.method,
+                        "path": self.request.path,
+                        "auth": self.request.headers.get("Authorization"),
+                        "body": json.loads(self.request.body) if self.request.body else None,
+                    }
+                )
 
         server = HTTPServer(tornado.web.Application([(r"/(.*)", Record)]))
         server.listen(self.port, "127.0.0.1")
@@ -117,14 +120,20 @@ def recorder() -> Iterator[Recorder]:
     rec.thread.join(5)
 
 
-def test_registration_heartbeat_and_deregistration(agent_factory: AgentFactory,
-                                                   recorder: Recorder, tmp_path: Path) -> None:
+def test_registration_heartbeat_and_deregistration(
+    agent_factory: AgentFactory, recorder: Recorder, tmp_path: Path
+) -> None:
     token = tmp_path / "agent-token"
     token.write_text("shared-agent-secret\n")
-    agent = agent_factory(register={
-        "coordinator": recorder.url, "token_file": str(token), "interval": "200ms",
-        "advertise_url": "http://127.0.0.1:9999", "labels": {"dc": "lab", "role": "db"},
-    })
+    agent = agent_factory(
+        register={
+            "coordinator": recorder.url,
+            "token_file": str(token),
+            "interval": "200ms",
+            "advertise_url": "http://127.0.0.1:9999",
+            "labels": {"dc": "lab", "role": "db"},
+        }
+    )
     deadline = time.monotonic() + 5
     while recorder.methods().count("POST") < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -140,14 +149,18 @@ def test_registration_heartbeat_and_deregistration(agent_factory: AgentFactory,
     assert agent.proc is not None and agent.proc.wait(10) == 0
     last = recorder.requests[-1]
     assert (last["method"], last["path"], last["auth"]) == (
-        "DELETE", "/api/agents/n1", "Bearer shared-agent-secret")
+        "DELETE",
+        "/api/agents/n1",
+        "Bearer shared-agent-secret",
+    )
     with pytest.raises(ConnectionRefusedError):  # and the agent is gone
         raw_get(agent.url, "/livez")
 
 
 def test_coordinator_down_does_not_stop_the_agent(agent_factory: AgentFactory) -> None:
-    agent = agent_factory(register={"coordinator": f"http://127.0.0.1:{free_port()}",
-                                    "interval": "200ms"})
+    agent = agent_factory(
+        register={"coordinator": f"http://127.0.0.1:{free_port()}", "interval": "200ms"}
+    )
     time.sleep(0.5)
     assert raw_get(agent.url, "/readyz")[0] == 200
     assert "registration with" in agent.output()
@@ -155,9 +168,14 @@ def test_coordinator_down_does_not_stop_the_agent(agent_factory: AgentFactory) -
 
 # -- config errors ----------------------------------------------------------------------
 
+
 def run_agent(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent", "--config", str(config)],
-                          capture_output=True, text=True, timeout=20)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
 
 
 @pytest.mark.parametrize(
@@ -178,8 +196,9 @@ def run_agent(config: Path) -> subprocess.CompletedProcess[str]:
         ({"node": "bad name!"}, "node"),
     ],
 )
-def test_bad_config_is_one_line_and_exit_2(tree: Tree, tmp_path: Path, change: dict[str, Any],
-                                           key: str) -> None:
+def test_bad_config_is_one_line_and_exit_2(
+    tree: Tree, tmp_path: Path, change: dict[str, Any], key: str
+) -> None:
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a key\n")
     empty = tmp_path / "empty-tokens"

@@ -84,15 +84,13 @@ def timed_download(url: str, path: str, results: list[tuple[int, float]]) -> Non
     conn.close()
 
 
-def test_bandwidth_cap_is_shared_by_all_downloads(agent_factory: AgentFactory,
-                                                  tree: Tree) -> None:
+def test_bandwidth_cap_is_shared_by_all_downloads(agent_factory: AgentFactory, tree: Tree) -> None:
     rate = 2 * 1024 * 1024
     agent = agent_factory(max_bandwidth="2MiB")
     size = 2 * 1024 * 1024
     paths = [sparse(tree, f"bw{i}.bin", size) for i in range(2)]
     results: list[tuple[int, float]] = []
-    threads = [threading.Thread(target=timed_download, args=(agent.url, p, results))
-               for p in paths]
+    threads = [threading.Thread(target=timed_download, args=(agent.url, p, results)) for p in paths]
     start = time.monotonic()
     for thread in threads:
         thread.start()

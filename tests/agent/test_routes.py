@@ -28,11 +28,18 @@ def test_list_shapes_and_relative_paths(shared_agent: ServerProcess) -> None:
     assert (body["node"], body["root"]) == ("n1", "logs")
     entries = {e["path"]: e for e in body["entries"]}
     assert set(entries) == {"sub/b.log", "sub/deep"}  # relative to the root, one level
-    assert entries["sub/b.log"] == {"path": "sub/b.log", "size": 2, "type": "file",
-                                    "mtime": entries["sub/b.log"]["mtime"]}
+    assert entries["sub/b.log"] == {
+        "path": "sub/b.log",
+        "size": 2,
+        "type": "file",
+        "mtime": entries["sub/b.log"]["mtime"],
+    }
     assert entries["sub/deep"]["type"] == "dir"
     assert paths(shared_agent, "/list/logs/sub?recursive=true") == [
-        "sub/b.log", "sub/deep", "sub/deep/c.txt"]
+        "sub/b.log",
+        "sub/deep",
+        "sub/deep/c.txt",
+    ]
     assert paths(shared_agent, "/list/logs/sub/b.log") == ["sub/b.log"]  # a file: itself
 
 
@@ -52,12 +59,19 @@ def test_list_since(shared_agent: ServerProcess, shared_tree: Tree) -> None:
     for since in ("2h", "1500000000", "2020-01-01T00:00:00Z"):
         assert paths(shared_agent, f"/list/logs/old?since={since}") == ["old/fresh.log"]
     assert paths(shared_agent, "/list/logs/old?since=999999000") == [
-        "old/ancient.log", "old/fresh.log"]
+        "old/ancient.log",
+        "old/fresh.log",
+    ]
 
 
 def test_list_bad_parameters_are_400_naming_them(shared_agent: ServerProcess) -> None:
-    for query, name in [("glob=%5Babc", "glob"), ("glob=a**b", "glob"), ("glob=../x", "glob"),
-                        ("since=yesterday-ish", "since"), ("recursive=maybe", "recursive")]:
+    for query, name in [
+        ("glob=%5Babc", "glob"),
+        ("glob=a**b", "glob"),
+        ("glob=../x", "glob"),
+        ("since=yesterday-ish", "since"),
+        ("recursive=maybe", "recursive"),
+    ]:
         status, body = get_json(shared_agent, f"/list/logs?{query}")
         assert status == 400, query
         assert body["error"]["code"] == "bad_request" and name in body["error"]["message"]
@@ -74,8 +88,13 @@ def test_health_document(shared_agent: ServerProcess, shared_tree: Tree) -> None
         assert doc["status"] == "pass" and doc["serviceId"] == "n1" and doc["version"]
         roots = doc["checks"]["roots:freeBytes"]
         assert {r["componentId"] for r in roots} == {"logs", "other"}
-        assert all(r["componentType"] == "datastore" and r["observedUnit"] == "bytes"
-                   and r["observedValue"] > 0 and r["status"] == "pass" for r in roots)
+        assert all(
+            r["componentType"] == "datastore"
+            and r["observedUnit"] == "bytes"
+            and r["observedValue"] > 0
+            and r["status"] == "pass"
+            for r in roots
+        )
         downloads = doc["checks"]["downloads:active"][0]
         assert downloads["observedUnit"] == "downloads" and downloads["status"] == "pass"
         assert doc["checks"]["uptime"][0]["observedUnit"] == "s"
@@ -106,15 +125,26 @@ def test_info_metrics_and_index(shared_agent: ServerProcess) -> None:
     assert info["max_concurrent_downloads"] == 32 and info["active_downloads"] == 0
     assert info["bytes_served"] >= len(b"hello from logs\n")
     assert info["uptime_seconds"] > 0 and info["started"].endswith("Z")
-    assert set(info) >= {"node", "version", "started", "uptime_seconds", "roots", "labels",
-                         "active_downloads", "max_concurrent_downloads", "bytes_served"}
+    assert set(info) >= {
+        "node",
+        "version",
+        "started",
+        "uptime_seconds",
+        "roots",
+        "labels",
+        "active_downloads",
+        "max_concurrent_downloads",
+        "bytes_served",
+    }
     status, headers, body = raw_get(shared_agent.url, "/metrics")
     text = body.decode()
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     assert 'fleetzip_agent_http_requests_total{method="GET",route="files",status="200"}' in text
     assert 'fleetzip_agent_http_errors_total{route="files",status="404"}' in text
     assert "fleetzip_agent_active_downloads 0.0" in text
-    served = [line for line in text.splitlines() if line.startswith("fleetzip_agent_bytes_served_total")]
+    served = [
+        line for line in text.splitlines() if line.startswith("fleetzip_agent_bytes_served_total")
+    ]
     assert served and float(served[0].split()[1]) >= 16
     status, index = get_json(shared_agent, "/")
     assert status == 200 and "/files/{root}/{path}" in index["routes"]

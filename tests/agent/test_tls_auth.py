@@ -29,8 +29,9 @@ def token_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_tokens_protect_files_list_info_metrics(agent_factory: AgentFactory,
-                                                token_file: Path) -> None:
+def test_tokens_protect_files_list_info_metrics(
+    agent_factory: AgentFactory, token_file: Path
+) -> None:
     agent = agent_factory(token_file=str(token_file))
     for route in PROTECTED:
         for headers in ({}, bearer("wrong"), {"Authorization": "Basic dG9rZW4tb2xkOg=="}):
@@ -47,8 +48,9 @@ def test_tokens_protect_files_list_info_metrics(agent_factory: AgentFactory,
         assert str(Path(agent.config).parent) not in body.decode()
 
 
-def test_sighup_reloads_tokens_and_keeps_them_on_a_bad_file(agent_factory: AgentFactory,
-                                                            token_file: Path) -> None:
+def test_sighup_reloads_tokens_and_keeps_them_on_a_bad_file(
+    agent_factory: AgentFactory, token_file: Path
+) -> None:
     agent = agent_factory(token_file=str(token_file))
     url = agent.url + "/info"
     token_file.write_text("token-rotated\n")
@@ -105,8 +107,9 @@ def client_context(ca: trustme.CA, *, with_cert: bool) -> ssl.SSLContext:
 def test_tls(agent_factory: AgentFactory, tree: Tree, ca: trustme.CA, tmp_path: Path) -> None:
     files = tls_files(ca, tmp_path)
     context = client_context(ca, with_cert=False)
-    agent = agent_factory(tls={"cert": files["cert"], "key": files["key"]},
-                          scheme="https", context=context)
+    agent = agent_factory(
+        tls={"cert": files["cert"], "key": files["key"]}, scheme="https", context=context
+    )
     assert agent.url.startswith("https://")
     status, _, body = http_get(agent.url + "/files/logs/app.log", context=context)
     assert (status, body) == (200, b"hello from logs\n")
@@ -114,13 +117,15 @@ def test_tls(agent_factory: AgentFactory, tree: Tree, ca: trustme.CA, tmp_path: 
         http_get(agent.url + "/livez", context=ssl.create_default_context())
 
 
-def test_mutual_tls(agent_factory: AgentFactory, tree: Tree, ca: trustme.CA,
-                    tmp_path: Path) -> None:
+def test_mutual_tls(
+    agent_factory: AgentFactory, tree: Tree, ca: trustme.CA, tmp_path: Path
+) -> None:
     files = tls_files(ca, tmp_path)
     with_cert = client_context(ca, with_cert=True)
     agent = agent_factory(
         tls={"cert": files["cert"], "key": files["key"], "client_ca": files["ca"]},
-        scheme="https", context=with_cert,
+        scheme="https",
+        context=with_cert,
     )
     status, _, body = http_get(agent.url + "/files/logs/app.log", context=with_cert)
     assert (status, body) == (200, b"hello from logs\n")

@@ -16,9 +16,22 @@ from tests.support import ServerProcess
 
 PASSWD_MARK = b"root:"
 
-DOTDOT = ["..", "%2e%2e", "%2E%2E", ".%2e", "%2e.", "%252e%252e", "%25252e%25252e",
-          "%c0%ae%c0%ae", "%e0%80%ae%e0%80%ae", "%uff0e%uff0e", "%ef%bc%8e%ef%bc%8e",
-          "....", "..%00", "..;"]
+DOTDOT = [
+    "..",
+    "%2e%2e",
+    "%2E%2E",
+    ".%2e",
+    "%2e.",
+    "%252e%252e",
+    "%25252e%25252e",
+    "%c0%ae%c0%ae",
+    "%e0%80%ae%e0%80%ae",
+    "%uff0e%uff0e",
+    "%ef%bc%8e%ef%bc%8e",
+    "....",
+    "..%00",
+    "..;",
+]
 SEP = ["/", "%2f", "%2F", "%252f", "%5c", "%255c", "\\", "%c0%af", "%e0%80%af", "//"]
 TARGETS = ["secret.txt", "logs-secret/secret.txt", "data/secret.txt", "etc/passwd"]
 
@@ -36,32 +49,60 @@ def corpus(tree: Tree) -> list[str]:
     base = str(tree.base).lstrip("/")
     paths += [
         # absolute paths, in the path and in the root position
-        f"/files/logs//{base}/secret.txt", f"/files/logs/%2f{base}/secret.txt",
-        "/files/logs//etc/passwd", "/files/logs/%2fetc%2fpasswd", "/files//etc/passwd",
+        f"/files/logs//{base}/secret.txt",
+        f"/files/logs/%2f{base}/secret.txt",
+        "/files/logs//etc/passwd",
+        "/files/logs/%2fetc%2fpasswd",
+        "/files//etc/passwd",
         f"/files/logs/{tree.base}/secret.txt".replace("//", "/"),
-        "/files/logs/%5cetc%5cpasswd", "/files/logs/C:%5cWindows%5cwin.ini",
+        "/files/logs/%5cetc%5cpasswd",
+        "/files/logs/C:%5cWindows%5cwin.ini",
         # root names that are not roots (sibling with a common prefix, climbing roots)
-        "/files/logs-secret/secret.txt", "/files/logs-secret/app.log", "/files/../secret.txt",
-        "/files/%2e%2e/secret.txt", "/files/logs%2f..%2f..%2fsecret.txt/x", "/files/data/secret.txt",
-        "/list/logs-secret", "/list/..", "/list/%2e%2e/logs-secret",
+        "/files/logs-secret/secret.txt",
+        "/files/logs-secret/app.log",
+        "/files/../secret.txt",
+        "/files/%2e%2e/secret.txt",
+        "/files/logs%2f..%2f..%2fsecret.txt/x",
+        "/files/data/secret.txt",
+        "/list/logs-secret",
+        "/list/..",
+        "/list/%2e%2e/logs-secret",
         # symlinks out of the root
-        "/files/logs/escape-file", "/files/logs/escape-relative", "/files/logs/escape-dir/secret.txt",
-        "/files/logs/escape-dir/app.log", "/files/logs/etc-link/passwd", "/files/logs/sub/../escape-file",
-        "/list/logs/escape-dir", "/list/logs/etc-link", "/list/logs/escape-file",
+        "/files/logs/escape-file",
+        "/files/logs/escape-relative",
+        "/files/logs/escape-dir/secret.txt",
+        "/files/logs/escape-dir/app.log",
+        "/files/logs/etc-link/passwd",
+        "/files/logs/sub/../escape-file",
+        "/list/logs/escape-dir",
+        "/list/logs/etc-link",
+        "/list/logs/escape-file",
         # NUL and other control characters
-        "/files/logs/app.log%00", "/files/logs/app.log%00.txt", "/files/logs/%00/../secret.txt",
-        "/files/logs/sub%00/../../secret.txt", "/files/logs/%0a..%0a/secret.txt",
-        "/files/logs/%01", "/list/logs/%00",
+        "/files/logs/app.log%00",
+        "/files/logs/app.log%00.txt",
+        "/files/logs/%00/../secret.txt",
+        "/files/logs/sub%00/../../secret.txt",
+        "/files/logs/%0a..%0a/secret.txt",
+        "/files/logs/%01",
+        "/list/logs/%00",
         # dot segments and empty segments that stay inside but are not canonical
-        "/files/logs/./app.log", "/files/logs/sub/./../app.log", "/files/logs/sub//b.log",
+        "/files/logs/./app.log",
+        "/files/logs/sub/./../app.log",
+        "/files/logs/sub//b.log",
         # backslash spellings
-        "/files/logs/..\\..\\secret.txt", "/files/logs/sub\\..\\..\\..\\secret.txt",
+        "/files/logs/..\\..\\secret.txt",
+        "/files/logs/sub\\..\\..\\..\\secret.txt",
         # overlong inputs
-        "/files/logs/" + "a/" * 3000 + "x", "/files/logs/" + "%2e%2e/" * 500 + "secret.txt",
+        "/files/logs/" + "a/" * 3000 + "x",
+        "/files/logs/" + "%2e%2e/" * 500 + "secret.txt",
         "/files/logs/" + "x" * 5000,
         # glob escapes in listings
-        "/list/logs?glob=../*", "/list/logs?glob=..%2F**", "/list/logs?glob=%2Fetc%2F*",
-        "/list/logs?glob=**/../../*", "/list/logs/escape-dir?glob=*", "/list/logs?glob=a%5c..",
+        "/list/logs?glob=../*",
+        "/list/logs?glob=..%2F**",
+        "/list/logs?glob=%2Fetc%2F*",
+        "/list/logs?glob=**/../../*",
+        "/list/logs/escape-dir?glob=*",
+        "/list/logs?glob=a%5c..",
     ]
     return paths
 
@@ -80,8 +121,11 @@ def test_hostile_corpus_never_leaks(shared_agent: ServerProcess, shared_tree: Tr
         status, _, body = raw_get(shared_agent.url, path)
         assert_safe(status, body, path)
         outcomes[path] = status
-    canonical_but_odd = {"/files/logs/./app.log", "/files/logs/sub/./../app.log",
-                         "/files/logs/sub//b.log"}
+    canonical_but_odd = {
+        "/files/logs/./app.log",
+        "/files/logs/sub/./../app.log",
+        "/files/logs/sub//b.log",
+    }
     refused = {p: s for p, s in outcomes.items() if s not in (400, 404)}
     # glob escapes are 400; everything else is 400/404 — only listings of the root itself
     # with a harmless glob may be 200 (and then the secret check above still holds)
@@ -101,12 +145,44 @@ def test_listing_never_shows_escaping_symlinks(shared_agent: ServerProcess) -> N
     assert not any(p.startswith(("escape", "etc-link", "/")) or ".." in p for p in paths)
 
 
-SEGMENTS = st.sampled_from([
-    "..", ".", "", "%2e%2e", "%2e", "%252e%252e", "%2f", "%5c", "\\", "%00", "%c0%ae",
-    "secret.txt", "logs-secret", "logs", "data", "escape-dir", "escape-file", "etc-link",
-    "escape-relative", "passwd", "etc", "app.log", "sub", "b.log", "inside-link", "~", "%",
-    "%25", "*", "?", "%3f", "%23", ";", "a" * 300,
-])
+SEGMENTS = st.sampled_from(
+    [
+        "..",
+        ".",
+        "",
+        "%2e%2e",
+        "%2e",
+        "%252e%252e",
+        "%2f",
+        "%5c",
+        "\\",
+        "%00",
+        "%c0%ae",
+        "secret.txt",
+        "logs-secret",
+        "logs",
+        "data",
+        "escape-dir",
+        "escape-file",
+        "etc-link",
+        "escape-relative",
+        "passwd",
+        "etc",
+        "app.log",
+        "sub",
+        "b.log",
+        "inside-link",
+        "~",
+        "%",
+        "%25",
+        "*",
+        "?",
+        "%3f",
+        "%23",
+        ";",
+        "a" * 300,
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -115,8 +191,9 @@ SEGMENTS = st.sampled_from([
     segments=st.lists(SEGMENTS, min_size=1, max_size=8),
     sep=st.sampled_from(["/", "%2f", "\\", "%5c"]),
 )
-def test_property_no_path_leaks(shared_agent: ServerProcess, route: str, segments: list[str],
-                                sep: str) -> None:
+def test_property_no_path_leaks(
+    shared_agent: ServerProcess, route: str, segments: list[str], sep: str
+) -> None:
     path = route + sep.join(segments)
     status, _, body = raw_get(shared_agent.url, path)
     assert_safe(status, body, path)
