@@ -20,7 +20,7 @@ Shared objects in ``app.settings`` (handlers read them by these exact names):
                     ``identify(request) -> user name | "token" | "anonymous" | None``
 ``draining``        an `asyncio.Event`, set on SIGTERM: refuse new downloads (503)
 ``health_poller``   `coordinator.healthpoll.HealthPoller`
-``downloads``       the `coordinator.download.DownloadManager`, once that module exists
+``downloads``       the `coordinator.download.DownloadManager`
 ==================  =========================================================================
 
 Routes: ``/`` (page), ``/static/…``, ``/api/agents``, ``/api/agents/register``,
@@ -31,11 +31,9 @@ Routes: ``/`` (page), ``/static/…``, ``/api/agents``, ``/api/agents/register``
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import tornado.web
@@ -49,14 +47,15 @@ from coordinator.agentapi import AgentApi
 from coordinator.audit import AuditLog
 from coordinator.config import CoordinatorConfig
 from coordinator.discovery import Registry
+from coordinator.download import DownloadHandler, DownloadManager, DownloadsHandler
 from coordinator.healthpoll import HealthPoller
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.planner import Planner
 from coordinator.users import ClientAuthenticator, UserStore
+from coordinator.web import STATIC_DIR, IndexHandler
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).parent / "static"
 NODE_FILE_ROUTE = r"/api/nodes/([^/]+)/files/([^/]+)/(.+)"
 
 
@@ -97,7 +96,8 @@ class CoordinatorService:
             self.registry, self.agent_api, interval=config.health.interval,
             timeout=config.health.timeout, concurrency=config.health.concurrency, clock=clock)
         self.draining = asyncio.Event()
-        self.downloads: Any = make_download_manager(self)
+        self.downloads = DownloadManager(config, agent_api=self.agent_api,
+                                         metrics=self.metrics, audit=self.audit, clock=clock)
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -139,38 +139,6 @@ class CoordinatorService:
         self.audit.close()
 
 
-def make_download_manager(service: CoordinatorService) -> Any:
-    """`coordinator.download.DownloadManager(config, agent_api=, metrics=, audit=)`,
-    or None until that module exists."""
-    try:
-        from coordinator.download import DownloadManager
-    except ImportError:
-        return None
-    wanted = {"agent_api": service.agent_api, "metrics": service.metrics,
-              "audit": service.audit, "planner": service.planner, "registry": service.registry}
-    accepted = inspect.signature(DownloadManager).parameters
-    kwargs = {k: v for k, v in wanted.items() if k in accepted}
-    return DownloadManager(service.config, **kwargs)
-
-
-def optional_routes() -> list[Any]:
-    """The page and the merged download, when their modules exist."""
-    routes: list[Any] = []
-    try:
-        from coordinator.web import IndexHandler
-
-        routes.append((r"/", IndexHandler))
-    except ImportError:
-        log.debug("coordinator.web not available: no page at /")
-    try:
-        from coordinator.download import DownloadHandler, DownloadsHandler
-
-        routes += [(r"/api/download", DownloadHandler), (r"/api/downloads", DownloadsHandler)]
-    except ImportError:
-        log.debug("coordinator.download not available: no /api/download")
-    return routes
-
-
 def make_app(config: CoordinatorConfig, *, clock: Callable[[], float] | None = None,
              http_client: AsyncHTTPClient | None = None,
              service: CoordinatorService | None = None,
@@ -182,8 +150,10 @@ def make_app(config: CoordinatorConfig, *, clock: Callable[[], float] | None = N
     service = service or CoordinatorService(config, clock=clock or time.time,
                                             http_client=http_client)
     routes: list[Any] = [
-        *optional_routes(),
+        (r"/", IndexHandler),
         (r"/static/(.*)", handlers.ProtectedStaticHandler, {"path": str(STATIC_DIR)}),
+        (r"/api/download", DownloadHandler),
+        (r"/api/downloads", DownloadsHandler),
         (r"/api/agents", handlers.AgentsHandler),
         (r"/api/agents/register", handlers.RegisterHandler),
         (r"/api/agents/([^/]+)", handlers.AgentHandler),

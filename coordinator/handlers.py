@@ -15,8 +15,7 @@ import time
 import urllib.parse
 from typing import Any
 
-import tornado.web
-from tornado.httpclient import HTTPRequest
+from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.httputil import HTTPHeaders, ResponseStartLine, parse_response_start_line
 from tornado.iostream import StreamClosedError
 
@@ -30,6 +29,7 @@ from coordinator.healthpoll import HealthPoller
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.planner import Planner, plan_to_json
 from coordinator.selection import parse_root, parse_selection, query_arguments
+from coordinator.web import StaticHandler
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +217,12 @@ class NodeFileHandler(CoordinatorHandler):
         watchdog = asyncio.ensure_future(self._watch_idle())
         try:
             response = await self.agent_api.client.fetch(self._fetch, raise_error=False)
+            code, error = response.code, response.error
+        except (OSError, HTTPClientError, ValueError) as exc:
+            code, error = 599, exc
         finally:
             watchdog.cancel()
-        self._finish_proxy(response.code, response.error, agent.name)
+        self._finish_proxy(code, error, agent.name)
 
     def _finish_proxy(self, code: int, error: BaseException | None, node: str) -> None:
         if self._client_gone:
@@ -231,7 +234,8 @@ class NodeFileHandler(CoordinatorHandler):
                 log.warning("proxy of %s from %s cut short: %s", self.request.path, node, error)
                 self.request.connection.close()  # type: ignore[union-attr]
                 return
-            raise BadGateway(f"agent {node} is unreachable: {error}")
+            reason = "connection refused" if isinstance(error, ConnectionRefusedError) else error
+            raise BadGateway(f"agent {node} is unreachable: {reason}")
         if not self._started:
             self._begin_response()
         if not self._refused:
@@ -364,8 +368,8 @@ class MetricsHandler(CoordinatorHandler):
         self.finish(self.metrics.render())
 
 
-class ProtectedStaticHandler(BaseHandler, tornado.web.StaticFileHandler):
-    """The page's static files, behind the same auth as the page."""
+class ProtectedStaticHandler(BaseHandler, StaticHandler):
+    """The page's static files (`coordinator.web.StaticHandler`), behind the page's auth."""
 
     route = "static"
     protected = True

@@ -117,9 +117,9 @@ class Planner:
             return
         size = archive_size if archive_size is not None else plan.total_bytes
         if size > limit:
-            what = "archive" if archive_size is not None else "files of the"
+            what = "archive is" if archive_size is not None else "files total"
             raise PayloadTooLarge(
-                f"the planned {what} download is {size} bytes, over the limit "
+                f"the planned {what} {size} bytes, over the limit "
                 f"download.max_archive_size = {limit} bytes; narrow the selection")
 
 

@@ -12,8 +12,16 @@ from pathlib import Path
 
 from coordinator.users import hash_password
 from tests.coordinator.service_fleet import (
-    AGENT_TOKEN, CLIENT_TOKEN, PASSWORD, USER, agents_by_name, basic, bearer,
-    coordinator_process, get_json, wait_for,
+    AGENT_TOKEN,
+    CLIENT_TOKEN,
+    PASSWORD,
+    USER,
+    agents_by_name,
+    basic,
+    bearer,
+    coordinator_process,
+    get_json,
+    wait_for,
 )
 from tests.support import http_get, write_yaml
 
