@@ -246,3 +246,4 @@ def test_shrinking_file_ends_early_and_is_logged(
     conn.close()
     assert len(info.value.partial) < size
     assert "shrinking.log shrank while being sent" in shared_agent.output()
+    assert "Traceback" not in shared_agent.output()
