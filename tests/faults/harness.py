@@ -73,6 +73,7 @@ class Fleet:
     coordinator: ServerProcess | None = None
     fakes: list[Any] = field(default_factory=list)
     _hosts: Iterator[int] = field(default_factory=lambda: itertools.count(2))
+    client_headers: dict[str, str] = field(default_factory=dict)  # auth for the coordinator
 
     def host(self) -> str:
         return f"{self.base}.{next(self._hosts)}"
@@ -154,7 +155,7 @@ class Fleet:
         deadline = time.monotonic() + timeout
         agents: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            status, _, body = http_get(self.url + "/api/agents")
+            status, _, body = http_get(self.url + "/api/agents", headers=self.client_headers)
             if status == 200:
                 agents = json.loads(body)["agents"]
                 if sum(a["health"] == "pass" for a in agents) >= count:

@@ -96,7 +96,7 @@ def coordinator_target(hostile_base: Path) -> Iterator[Target]:
     token_file.write_text(TOKEN + "\n")
     users_file = base / "users"
     users_file.write_text(f"alice:{hash_password('correct horse')}\n")
-    fleet = Fleet(base)
+    fleet = Fleet(base, client_headers={"Authorization": f"Bearer {TOKEN}"})
     fleet.add_agent("a1", {}, roots={"logs": str(root)})
     fleet.add_agent("a2", {"x.log": b"x" * 100})
     try:
