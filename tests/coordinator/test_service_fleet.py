@@ -186,3 +186,32 @@ def test_a_real_agent_registers_and_deregisters(tmp_path: Path) -> None:
             status, plan = get_json(coord.url + "/api/plan?root=logs&labels=team%3Dops")
             assert status == 200 and plan["nodes"][0]["files"][0]["size"] == 5
         wait_for(lambda: "reg1" not in agents_by_name(coord.url))  # deregistered at shutdown
+
+
+def test_download_through_the_wiring_writes_one_audit_line(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    token = tmp_path / "agent-token"
+    token.write_text(AGENT_TOKEN + "\n")
+    audit = tmp_path / "audit.jsonl"
+    agents = {n: agent_process(tmp_path, i, n, FILES[n], token_file=token)
+              for i, n in enumerate(("n1", "n2"))}
+    coord = coordinator_process(tmp_path, {
+        "agents": [{"name": n, "url": a.url} for n, a in agents.items()],
+        "agent_token_file": str(token), "audit_log": str(audit),
+        "health": {"interval": "0.3s"},
+    })
+    with agents["n1"].start(), agents["n2"].start(), coord.start():
+        status, headers, body = http_get(coord.url + "/api/download?root=logs&glob=*.log")
+        assert status == 200
+        names = zipfile.ZipFile(io.BytesIO(body)).namelist()
+        assert {"n1/logs/app.log", "n2/logs/app.log"} <= set(names)
+        line = wait_for(lambda: audit.exists() and audit.read_text().strip())
+    records = [json.loads(x) for x in line.splitlines()]
+    assert len(records) == 1
+    record = records[0]
+    assert record["event"] == "download" and record["user"] == "anonymous"
+    assert record["request"]["root"] == "logs" and record["request"]["glob"] == "*.log"
+    assert record["bytes_sent"] == len(body) and record["result"] == "ok"
+    assert len(record["nodes"]) == 2

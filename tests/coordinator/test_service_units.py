@@ -126,3 +126,31 @@ def test_untrusted_listing_entries_are_refused_and_recorded() -> None:
     files, rejected = checked_entries({"entries": [
         {"path": "other/x", "size": 1, "mtime": 1, "type": "file"}]}, "sub")
     assert not files and "outside the requested path" in rejected[0]
+
+
+def test_example_config_loads_and_documents_every_key() -> None:
+    import dataclasses
+    from pathlib import Path
+
+    from coordinator.config import CoordinatorConfig, load
+
+    example = Path(__file__).resolve().parents[2] / "coordinator.example.yml"
+    assert load(example) == CoordinatorConfig()
+    text = example.read_text()
+
+    def keys(cls: type) -> list[str]:
+        found = []
+        for f in dataclasses.fields(cls):
+            found.append(f.name)
+            inner = f.type if isinstance(f.type, type) else None
+            if inner is not None and dataclasses.is_dataclass(inner):
+                found += keys(inner)
+        return found
+
+    import typing
+
+    hints = typing.get_type_hints(CoordinatorConfig)
+    nested = [h for h in hints.values() if dataclasses.is_dataclass(h)]
+    names = keys(CoordinatorConfig) + [k for cls in nested for k in keys(cls)]
+    missing = [name for name in names if f"{name}:" not in text]
+    assert not missing, missing
