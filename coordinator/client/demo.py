@@ -31,10 +31,11 @@ from typing import IO, Any
 
 import yaml
 
-from coordinator.client.agents import fetch_agents
+from coordinator.client.agents import agents_table, fetch_agents
+from coordinator.client.check import parse_thresholds, run_check
 from coordinator.client.get import GetResult, Progress, Selection, download
 from coordinator.client.http import ClientError, HttpOptions, open_url
-from coordinator.client.summary import human_bytes, render_table
+from coordinator.client.summary import render_table
 
 COORDINATOR_HOST = "127.0.0.10"
 AGENT_HOSTS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
@@ -145,6 +146,7 @@ class Service:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module, "--config", str(self.config)],
             stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the demo only; it stops them in order
         )
 
     def wait_until_up(self, timeout: float = START_TIMEOUT) -> None:
@@ -289,7 +291,8 @@ def run_demo(serve: bool = False, keep: bool = False, out: IO[str] | None = None
     grower: LogGrower | None = None
     try:
         fleet.configure()
-        print(f"demo: starting a coordinator and {len(NODES)} agents in {workdir}", file=out)
+        print(f"demo: starting a coordinator and {len(NODES)} agents in {workdir}",
+              file=out, flush=True)
         fleet.start()
         grower = LogGrower(workdir / NODES[0] / "logs" / "app.log").start()
         code = _download_and_show(fleet, out)
@@ -301,27 +304,30 @@ def run_demo(serve: bool = False, keep: bool = False, out: IO[str] | None = None
             grower.stop()
         fleet.stop()
         if keep:
-            print(f"demo: kept {workdir}", file=out)
+            print(f"\ndemo: stopped; kept {workdir} (configs, logs, sample files, zip)", file=out)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+            print(f"\ndemo: stopped; removed {workdir} (--keep keeps it)", file=out)
 
 
 def _download_and_show(fleet: Fleet, out: IO[str]) -> int:
     assert fleet.coordinator is not None
+    url = fleet.coordinator.url
     agents = fleet.wait_healthy()
-    print(f"demo: coordinator {fleet.coordinator.url} knows {len(agents)} agent(s):", file=out)
-    for agent in agents:
-        print(f"  {agent.get('name')}  {agent.get('url')}  {agent.get('health')}"
-              f"  ({agent.get('source')})", file=out)
-    command = f"fleetzip get -c {fleet.coordinator.url} --root logs -o {fleet.workdir}/"
-    print(f"demo: {command}", file=out)
+    print(f"\n$ fleetzip agents -c {url}", file=out)
+    print(agents_table(agents), file=out)
+    web1 = fleet.agents[0]
+    print(f"\n$ fleetzip check {web1.url} --warning time=1", file=out)
+    check = run_check(web1.url, HttpOptions(timeout=5), parse_thresholds(["time=1"]), {})
+    print(check.line(), file=out)
+    print(f"\n$ fleetzip get -c {url} --root logs -o {fleet.workdir}/", file=out, flush=True)
     progress = Progress(enabled=sys.stderr.isatty())
-    result: GetResult = download(fleet.coordinator.url, Selection("logs"),
-                                 str(fleet.workdir) + os.sep, HttpOptions(timeout=30),
-                                 progress)
-    print(f"demo: {result.file.name}, {human_bytes(result.bytes)}:", file=out)
-    print(listing(result.file), file=out)
+    result: GetResult = download(url, Selection("logs"), str(fleet.workdir) + os.sep,
+                                 HttpOptions(timeout=30), progress)
     print(result.report(), file=out)
+    print(f"\ndemo: the entries of {result.file.name} ({NODES[0]}/logs/app.log keeps "
+          "growing: the zip holds it as it was planned)", file=out)
+    print(listing(result.file), file=out)
     return result.exit_code
 
 
