@@ -194,7 +194,7 @@ def test_sigterm_fails_readiness_and_exits_0(tmp_path: Path) -> None:
     coord.start()
     try:
         wait_for(lambda: http_get(coord.url + "/readyz")[0] == 200)
-        status, body = get_json(coord.url + "/readyz")
+        _status, body = get_json(coord.url + "/readyz")
         assert body == {"status": "ready", "agents_healthy": 0, "agents_total": 0}
         coord.signal(signal.SIGTERM)
         assert coord.proc is not None

@@ -203,7 +203,7 @@ def test_download_through_the_wiring_writes_one_audit_line(tmp_path: Path) -> No
         "health": {"interval": "0.3s"},
     })
     with agents["n1"].start(), agents["n2"].start(), coord.start():
-        status, headers, body = http_get(coord.url + "/api/download?root=logs&glob=*.log")
+        status, _headers, body = http_get(coord.url + "/api/download?root=logs&glob=*.log")
         assert status == 200
         names = zipfile.ZipFile(io.BytesIO(body)).namelist()
         assert {"n1/logs/app.log", "n2/logs/app.log"} <= set(names)
@@ -215,3 +215,48 @@ def test_download_through_the_wiring_writes_one_audit_line(tmp_path: Path) -> No
     assert record["request"]["root"] == "logs" and record["request"]["glob"] == "*.log"
     assert record["bytes_sent"] == len(body) and record["result"] == "ok"
     assert len(record["nodes"]) == 2
+
+
+def _agent_connections(coord: ServerProcess, agent_url: str) -> int:
+    import psutil
+
+    port = urllib.parse.urlsplit(agent_url).port
+    conns = psutil.Process(coord.pid).net_connections(kind="tcp")
+    return sum(1 for c in conns if c.raddr and c.raddr.port == port
+               and c.status == psutil.CONN_ESTABLISHED)
+
+
+def test_proxy_client_leaving_aborts_the_agent_fetch(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    agent = agent_process(tmp_path, 6, "big", {"small.txt": 3})
+    with (tmp_path / "big" / "logs" / "huge.bin").open("wb") as handle:
+        handle.truncate(256 * 1024 * 1024)  # sparse: reads as zeros, costs no disk
+    coord = coordinator_process(tmp_path, {"agents": [{"name": "big", "url": agent.url}],
+                                           "health": {"interval": "5s"}})
+    with agent.start(), coord.start():
+        host, port = urllib.parse.urlsplit(coord.url).netloc.split(":")
+        client = socket.create_connection((host, int(port)))
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.sendall(b"GET /api/nodes/big/files/logs/huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.recv(1024).startswith(b"HTTP/1.1 200")
+        # the client reads nothing more: flow control holds the agent stream open, paused
+        wait_for(lambda: _agent_connections(coord, agent.url) == 1)
+        time.sleep(0.5)
+        rss_mb = __import__("psutil").Process(coord.pid).memory_info().rss / 2**20
+        assert rss_mb < 150, rss_mb  # 256 MiB were not buffered
+        client.close()
+        wait_for(lambda: _agent_connections(coord, agent.url) == 0, timeout=5)
+        # an agent that went silent: the client leaving still closes the agent connection
+        import signal
+
+        agent.signal(signal.SIGSTOP)
+        try:
+            client = socket.create_connection((host, int(port)))
+            client.sendall(b"GET /api/nodes/big/files/logs/small.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            wait_for(lambda: _agent_connections(coord, agent.url) == 1)
+            client.close()
+            wait_for(lambda: _agent_connections(coord, agent.url) == 0, timeout=5)
+        finally:
+            agent.signal(signal.SIGCONT)
