@@ -160,6 +160,7 @@ def test_coordinator_killed_mid_download_leaves_no_file(fleet: Fleet) -> None:
     os.kill(coordinator.pid, signal.SIGKILL)
     _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 2, stderr
+    assert "ended early" in stderr and "promised by Content-Length" in stderr, stderr
     assert stderr.startswith("fleetzip: error: ") and stderr.count("\n") == 1
     assert "Traceback" not in stderr
     assert list(out.iterdir()) == []
@@ -177,3 +178,31 @@ def test_nothing_delivered_exits_1(fleet: Fleet) -> None:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     states = {line.split()[0]: line.split()[1] for line in proc.stdout.splitlines()[2:]}
     assert states == {"web-1": "skipped", "web-2": "skipped"}
+
+
+def test_basic_auth_user_from_env_and_deflate_without_content_length(fleet: Fleet) -> None:
+    from coordinator.users import hash_password
+
+    users = fleet.tmp / "users"
+    users.write_text(f"alice:{hash_password('s3cret pass', iterations=1000)}\n")
+    web1 = fleet.agent("web-1", AGENT_HOSTS[0], FILES["web-1"])
+    coordinator = fleet.coordinator([("web-1", web1.url)], users_file=str(users))
+    out = out_dir(fleet)
+    args = ["get", "-c", coordinator.url, "--root", "logs", "--user", "alice", "-o", f"{out}/"]
+
+    proc = run_cli(*args, "--compression", "deflate",
+                   env=clean_env(FLEETZIP_PASSWORD="s3cret pass"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == ""  # no TTY, no --progress: no bar
+    (archive,) = out.iterdir()
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo("web-1/logs/app.log")
+        assert info.compress_type == zipfile.ZIP_DEFLATED
+        assert zf.read(info) == FILES["web-1"]["app.log"]
+    archive.unlink()
+
+    proc = run_cli(*args, env=clean_env(FLEETZIP_PASSWORD="wrong"))
+    assert proc.returncode == 2 and "401" in proc.stderr
+    proc = run_cli(*args, env=clean_env())  # no password and no terminal to ask on
+    assert proc.returncode == 2 and "FLEETZIP_PASSWORD" in proc.stderr
+    assert list(out.iterdir()) == []
