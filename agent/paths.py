@@ -8,8 +8,10 @@ inside ``/data/logs``). Symlinks may point anywhere inside their root; one that 
 a 404, as is anything that is not a regular file.
 
 Everything here blocks (stat, open): call it from an executor, never on the event loop.
-The file is opened by its *real* path with ``O_NOFOLLOW`` and checked again with ``fstat``
-on the open descriptor, so what is served is what was checked.
+The file is opened by its *real* path with ``O_NOFOLLOW`` and checked again on the open
+descriptor: ``fstat`` says it is a regular file, and the kernel's own name for it
+(``/proc/self/fd/N``) must still lie inside the root — so a directory swapped for a symlink
+between the check and the open cannot make the agent serve a byte outside the root.
 """
 
 from __future__ import annotations
@@ -78,6 +80,14 @@ def resolve(real_roots: dict[str, str], root: str, path: str) -> str:
     return real
 
 
+def opened_path(fd: int, fallback: str) -> str:
+    """The path the kernel has for open *fd* (Linux ``/proc``), else *fallback*."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return fallback
+
+
 def open_regular_file(real_roots: dict[str, str], root: str, path: str) -> OpenFile:
     """Open the regular file *path* below *root* for reading (blocking: use an executor)."""
     real = resolve(real_roots, root, path)
@@ -89,6 +99,8 @@ def open_regular_file(real_roots: dict[str, str], root: str, path: str) -> OpenF
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise NotFound(f"not a regular file: {root}/{path}")
+        if not is_inside(opened_path(fd, real), real_roots[root]):
+            raise NotFound(f"no such file: {root}/{path}")
     except BaseException:
         os.close(fd)
         raise
