@@ -293,6 +293,7 @@
     replaceChildren($('plan-nodes-body'), nodes.map(nodeRow));
     replaceChildren($('plan-skipped-list'), skipped.map(skippedItem));
     $('plan-skipped').hidden = !skipped.length;
+    $('plan-empty').hidden = plan.files > 0;
 
     var link = $('download-link');
     link.href = 'api/download?' + params.toString();

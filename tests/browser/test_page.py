@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.browser.fleet import BIG_FILE_SIZE, PASSWORD, USER, Fleet
 from tests.support import ServerProcess, http_get
@@ -30,7 +31,8 @@ WAIT_MS = 10_000
 @contextmanager
 def page_at(browser: Any, url: str, width: int = 1200, height: int = 900,
             **context_options: Any) -> Iterator[tuple[Any, list[str]]]:
-    """A fresh browser context and page; yields (page, problems seen in the console)."""
+    """A fresh browser context and a page opened at *url*; yields (page, problems seen in the
+    console), and the page's HTTP response as ``page.first_response``."""
     context = browser.new_context(viewport={"width": width, "height": height},
                                   accept_downloads=True, **context_options)
     page = context.new_page()
@@ -38,6 +40,7 @@ def page_at(browser: Any, url: str, width: int = 1200, height: int = 900,
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
     try:
+        page.first_response = page.goto(url)
         yield page, problems
     finally:
         context.close()
@@ -150,17 +153,22 @@ def test_plan_lists_a_down_node_as_skipped(browser: Any, fleet: Fleet) -> None:
 
 
 def test_api_errors_are_shown_in_the_page(browser: Any, fleet: Fleet) -> None:
-    query = urllib.parse.urlencode({"root": "no-such-root", "compression": "stored"})
+    query = urllib.parse.urlencode({"root": "logs", "since": "last tuesday"})
     status, _, body = http_get(f"{fleet.url}/api/plan?{query}")
-    assert 400 <= status < 500
+    assert status == 400
     message = json.loads(body)["error"]["message"]
+    assert "since" in message
     with page_at(browser, fleet.url + "/") as (page, _problems):
-        preview(page, "no-such-root")
+        preview(page, "logs", since="last tuesday")
         error = page.locator("#form-error")
         expect(error).to_be_visible()
         expect(error).to_contain_text(message)
         expect(error).to_have_attribute("role", "alert")
         expect(page.locator("#plan")).to_be_hidden()
+        # fixing the field clears the error and gives a plan
+        preview(page, "logs", since="1h")
+        expect(error).to_be_hidden()
+        expect(page.locator("#plan")).to_be_visible()
 
 
 def test_download_from_the_page_is_a_valid_zip(browser: Any, fleet: Fleet, tmp_path: Any) -> None:
@@ -214,19 +222,40 @@ def test_downloads_in_progress_are_listed(browser: Any, fleet: Fleet) -> None:
             assert not problems, problems
 
 
+def refused_navigation(browser: Any, url: str, **context_options: Any) -> Any:
+    """Open *url* in a fresh context that must be refused; returns the context's API response.
+
+    Playwright's Chromium cancels an unanswerable Basic challenge (no or rejected
+    credentials) by failing the navigation with ERR_INVALID_AUTH_CREDENTIALS; the same
+    context's request API shows the status and challenge the browser got.
+    """
+    context = browser.new_context(**context_options)
+    try:
+        page = context.new_page()
+        try:
+            response = page.goto(url)
+        except PlaywrightError as exc:
+            assert "ERR_INVALID_AUTH_CREDENTIALS" in str(exc)
+        else:
+            assert response is not None and response.status == 401
+        assert page.locator("#download-form").count() == 0  # the page did not render
+        api = context.request.get(url)
+        return api.status, api.headers.get("www-authenticate", ""), api.text()
+    finally:
+        context.close()
+
+
 def test_basic_auth(browser: Any, auth_coordinator: ServerProcess, fleet: Fleet) -> None:
     url = auth_coordinator.url + "/"
-    with page_at(browser, url) as (page, _problems):
-        response = page.goto(url)
-        assert response is not None and response.status == 401
-    with page_at(browser, url, http_credentials={"username": USER, "password": "wrong"}
-                 ) as (page, _problems):
-        response = page.goto(url)
-        assert response is not None and response.status == 401
-    with page_at(browser, url, http_credentials={"username": USER, "password": PASSWORD}
-                 ) as (page, problems):
-        response = page.goto(url)
-        assert response is not None and response.status == 200
+    status, challenge, body = refused_navigation(browser, url)
+    assert status == 401 and challenge.startswith("Basic"), (status, challenge)
+    assert json.loads(body)["error"]["code"]
+    wrong = {"username": USER, "password": "wrong"}
+    status, _, _ = refused_navigation(browser, url, http_credentials=wrong)
+    assert status == 401
+    right = {"username": USER, "password": PASSWORD}
+    with page_at(browser, url, http_credentials=right) as (page, problems):
+        assert page.first_response.status == 200
         # the page's own fetches carry the credentials: agents and a plan come back
         expect(page.locator("#agents-body tr[data-agent]")).to_have_count(3)
         preview(page, "logs", "**/*.log")
