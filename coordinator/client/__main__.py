@@ -125,7 +125,7 @@ def _add_check(commands: argparse._SubParsersAction[Parser]) -> None:
     check.plugin = True
     check.add_argument("url", help="agent or coordinator base URL (or its /health URL)")
     check.add_argument("-w", "--warning", action="append", default=[], metavar="M=RANGE")
-    check.add_argument("-C", "--critical", action="append", default=[], metavar="M=RANGE")
+    check.add_argument("-c", "--critical", action="append", default=[], metavar="M=RANGE")
     _connection_options(check, "10")
     check.set_defaults(func=cmd_check)
 

@@ -207,7 +207,7 @@ def copy_body(response: http.client.HTTPResponse, out: IO[bytes],
               on_chunk: Callable[[int], Any]) -> int:
     """Copy *response*'s body to *out* one `CHUNK` at a time; the number of bytes copied."""
     received = 0
-    while chunk := response.read(CHUNK):
+    while chunk := response.read1(CHUNK):  # what has arrived: a smooth progress bar
         out.write(chunk)
         received += len(chunk)
         on_chunk(len(chunk))

@@ -43,7 +43,7 @@ def test_ok_warning_critical_against_a_real_agent(fleet: Fleet) -> None:
     assert int(perf["free_logs"]["value"]) > 0 and perf["free_logs"]["uom"] == "B"
     assert 0 < float(perf["time"]["value"]) < 10 and perf["time"]["uom"] == "s"
 
-    state, perf, _ = plugin_output(agent.url, "-w", "free_logs=1000TB:", "-C", "time=60")
+    state, perf, _ = plugin_output(agent.url, "-w", "free_logs=1000TB:", "-c", "time=60")
     assert state == "WARNING"
     assert perf["free_logs"]["warn"] == str(1000 * 10**12) + ":"
     assert perf["time"]["crit"] == "60"
