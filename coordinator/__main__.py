@@ -4,14 +4,16 @@ Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for a bad configuration
 line naming the file, the key and the problem). SIGHUP reloads the token and users files,
 the agent token and agents_file, and reopens the audit log; a bad file keeps the old one.
 
-SIGTERM: ``/readyz`` answers 503 at once and new downloads are refused; the listening
-socket closes; running downloads get up to ``shutdown_timeout`` (default 10s) to finish,
-then the process exits 0.
+SIGTERM: ``/readyz`` answers 503 at once and new downloads get 503; running downloads
+get up to ``shutdown_timeout`` (default 10s) to finish (the port keeps answering
+meanwhile, so load balancers see the 503); then the listening socket closes, what is still
+open is cut off, and the process exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -25,6 +27,7 @@ from coordinator import config as coordinator_config
 from coordinator.app import CoordinatorService, make_app
 
 PROG = "fleetzip-coordinator"
+CLOSE_TIMEOUT = 2.0  # seconds to close the remaining connections after the grace period
 log = logging.getLogger("coordinator")
 
 
@@ -50,9 +53,12 @@ async def serve(config: coordinator_config.CoordinatorConfig,
     await stop.wait()
     log.info("shutting down: readiness off, up to %.0fs for running downloads",
              config.shutdown_timeout)
-    server.stop()
     await service.drain(config.shutdown_timeout)
-    await server.close_all_connections() if not service.metrics.active else None
+    server.stop()
+    # What is still open now (idle keep-alive, downloads past the grace) is cut off;
+    # closing a download's connection cancels its agent fetches.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(server.close_all_connections(), CLOSE_TIMEOUT)
     await service.stop()
 
 

@@ -260,3 +260,31 @@ def test_proxy_client_leaving_aborts_the_agent_fetch(tmp_path: Path) -> None:
             wait_for(lambda: _agent_connections(coord, agent.url) == 0, timeout=5)
         finally:
             agent.signal(signal.SIGCONT)
+
+
+def test_sigterm_with_a_running_download_drains_then_exits_0(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import time
+
+    agent = agent_process(tmp_path, 7, "slow", {"small.txt": 3})
+    with (tmp_path / "slow" / "logs" / "huge.bin").open("wb") as handle:
+        handle.truncate(128 * 1024 * 1024)
+    coord = coordinator_process(tmp_path, {"agents": [{"name": "slow", "url": agent.url}],
+                                           "health": {"interval": "0.3s"},
+                                           "shutdown_timeout": "1.5s"})
+    with agent.start(), coord.start():
+        wait_for(lambda: http_get(coord.url + "/readyz")[0] == 200)
+        host, port = urllib.parse.urlsplit(coord.url).netloc.split(":")
+        client = socket.create_connection((host, int(port)))
+        client.sendall(b"GET /api/download?root=logs&path=huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.recv(1024).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        coord.signal(signal.SIGTERM)
+        status, body = wait_for(lambda: (r := get_json(coord.url + "/readyz"))[0] == 503 and r)
+        assert "shutting down" in body["reasons"]
+        status, _, _ = http_get(coord.url + "/api/download?root=logs&path=small.txt")
+        assert status == 503
+        assert coord.proc is not None and coord.proc.wait(10) == 0
+        assert 1.0 < time.monotonic() - started < 6
+        client.close()
