@@ -34,6 +34,7 @@ from coordinator.client.summary import (
 )
 
 CHUNK = 256 * 1024  # 256K: few syscalls, flat memory
+DEFAULT_COLUMNS, DEFAULT_ROWS = 80, 24
 _UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
@@ -169,11 +170,21 @@ def progress_bar(
 ) -> Iterator[Callable[[int], Any]]:
     """A byte counter drawn by tqdm; exact percentage and ETA when *total* is known."""
     with tqdm(
-        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-        file=progress.stream, disable=not progress.enabled, leave=True, dynamic_ncols=True,
-        miniters=1, mininterval=0.2,
+        total=total, unit="B", unit_scale=True, unit_divisor=1000, desc=label,  # SI: MB = 10^6 B
+        file=progress.stream, disable=not progress.enabled, leave=True,
+        miniters=1, mininterval=0.2, **_screen(progress.stream),
     ) as bar:
         yield bar.update
+
+
+def _screen(stream: IO[str]) -> dict[str, int]:
+    """The terminal's size for tqdm; 80x24 when unknown or reported as 0x0 (some ptys do,
+    and tqdm then hides the bar)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return {"ncols": DEFAULT_COLUMNS, "nrows": DEFAULT_ROWS}
+    return {"ncols": size.columns or DEFAULT_COLUMNS, "nrows": size.lines or DEFAULT_ROWS}
 
 
 def save_atomically(
