@@ -142,6 +142,9 @@ def test_client_auth_bearer_and_basic_and_sighup_reload(tmp_path: Path) -> None:
         for open_route in ("/livez", "/readyz", "/health"):
             assert http_get(coord.url + open_route)[0] in (200, 503)
         assert http_get(coord.url + "/metrics")[0] == 401
+        for page in ("/", "/static/app.js"):
+            assert http_get(coord.url + page)[0] == 401
+            assert http_get(coord.url + page, basic(USER, PASSWORD))[0] == 200
 
         # SIGHUP: new token and user take effect; a broken users file keeps the old users
         tokens.write_text("rotated-token\n")
