@@ -5,12 +5,16 @@ from __future__ import annotations
 import http.client
 import re
 import socket
+import ssl
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
+
+import pytest
 
 from tests.cli.conftest import AGENT_HOSTS, Fleet, run_cli
 from tests.cli.test_check_rules import PERF_RE
-from tests.support import free_port
+from tests.support import ServerProcess, free_port, write_yaml
 
 LINE_RE = re.compile(r"^FLEETZIP (OK|WARNING|CRITICAL|UNKNOWN) - [^|\n]+(?: \| (.+))?$")
 EXIT = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
@@ -103,3 +107,27 @@ def test_unknown_for_a_non_health_answer_and_bad_arguments(fleet: Fleet) -> None
         assert proc.returncode == 3, (args, proc.stdout, proc.stderr)
         assert LINE_RE.match(proc.stdout.strip()), proc.stdout
         assert proc.stdout.startswith("FLEETZIP UNKNOWN - ")
+
+
+def test_tls_agent_needs_the_right_ca(fleet: Fleet, tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    host = AGENT_HOSTS[1]
+    pem = tmp_path / "agent.pem"
+    ca.issue_cert(host).private_key_and_cert_chain_pem.write_to_path(str(pem))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    root = tmp_path / "tls-logs"
+    root.mkdir()
+    url = f"https://{host}:{free_port(host)}"
+    config = write_yaml(tmp_path / "tls-agent.yml", {
+        "node": "tls-1", "listen": url.split("//")[1], "roots": {"logs": str(root)},
+        "tls": {"cert": str(pem), "key": str(pem)}, "log_level": "warning"})
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with ServerProcess("agent", config, url, tmp_path / "tls.log").start(context=context):
+        state, perf, _ = plugin_output(url, "--cacert", str(ca_file))
+        assert state == "OK" and "free_logs" in perf
+        proc = run_cli("check", url)  # the system CAs do not know this one
+        assert proc.returncode == 2 and proc.stdout.startswith("FLEETZIP CRITICAL - TLS error")
+        state, _, _ = plugin_output(url, "--insecure")
+        assert state == "OK"
