@@ -6,13 +6,13 @@ credentials the browser holds for the coordinator (HTTP Basic) go along.
 
 `IndexHandler` serves ``index.html`` behind the coordinator's auth, uncached, with a strict
 Content-Security-Policy: scripts, styles and fetches from this origin only, no inline script,
-no framing. The script and style are served from ``/static/`` (see `static_route`).
+no framing. The script, style and icon are served from ``/static/`` by `StaticHandler`
+(``coordinator.app`` puts it behind the same auth as the page).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import tornado.web
 
@@ -72,16 +72,14 @@ class IndexHandler(BaseHandler):
 
 
 class StaticHandler(tornado.web.StaticFileHandler):
-    """``/static/(.*)``: the page's script and style (public: they hold no data).
+    """``/static/(.*)``: the page's script, style and icon from `STATIC_DIR`.
 
-    nosniff so a browser never runs a file as something other than its declared type.
+    nosniff so a browser never runs a file as something other than its declared type;
+    no-cache so an upgraded coordinator's page never runs with an old script (the files are
+    small and answer 304 to a revalidation).
     """
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Cache-Control", "no-cache")
 
-
-def static_route() -> tuple[str, type[StaticHandler], dict[str, Any]]:
-    """The ``/static/`` route of the page's files, for `coordinator.app.make_app`."""
-    return (r"/static/(.*)", StaticHandler, {"path": str(STATIC_DIR)})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import time
 import urllib.parse
@@ -62,6 +63,13 @@ def log_sizes(fleet: Fleet, suffix: str = ".log") -> dict[str, int]:
     }
 
 
+def agent_versions(fleet: Fleet) -> dict[str, str]:
+    """Agent name -> version, as the coordinator's API reports it."""
+    status, _, body = http_get(fleet.url + "/api/agents")
+    assert status == 200
+    return {agent["name"]: agent["version"] for agent in json.loads(body)["agents"]}
+
+
 def preview(page: Any, root: str, glob: str = "", **fields: str) -> None:
     page.fill("#f-root", root)
     page.fill("#f-glob", glob)
@@ -93,6 +101,11 @@ def test_agent_table_follows_a_node_going_down_and_back(browser: Any, fleet: Fle
         expect(n2).to_contain_text(fleet.agents["n2"].url)
         expect(n2).to_contain_text("rack=r1")
         expect(page.locator("#agents-summary")).to_have_text("3 of 3 healthy")
+        version = agent_versions(fleet)["n2"]
+        assert version
+        expect(n2.locator('td[data-label="Version"]')).to_have_text(version)
+        expect(n2.locator('td[data-label="Last seen"] time')).to_have_attribute(
+            "datetime", re.compile(r"^\d{4}-\d\d-\d\dT"))
 
         fleet.agents["n2"].stop()
         try:
@@ -107,6 +120,15 @@ def test_agent_table_follows_a_node_going_down_and_back(browser: Any, fleet: Fle
         expect(n2).to_have_attribute("data-health", "pass")
         expect(page.locator("#status")).to_contain_text("n2 is now pass")
         expect(page.locator("#agents-summary")).to_have_text("3 of 3 healthy")
+
+        # a hung node (SIGSTOP: the port accepts, nothing answers) fails its health check
+        n3 = page.locator('tr[data-agent="n3"]')
+        fleet.agents["n3"].signal(signal.SIGSTOP)
+        try:
+            expect(n3).to_have_attribute("data-health", "fail")
+        finally:
+            fleet.agents["n3"].signal(signal.SIGCONT)
+        expect(n3).to_have_attribute("data-health", "pass")
         assert not problems, problems
 
 
@@ -134,6 +156,21 @@ def test_plan_preview_shows_the_real_total(browser: Any, fleet: Fleet) -> None:
         expect(page.locator("#plan-total")).to_have_attribute("data-bytes", str(n1_total))
         expect(page.locator("#plan-nodes-body tr")).to_have_count(1)
         expect(page.locator("#download-link")).to_be_visible()
+
+        # a label selector instead of ticks: rack=r1 is n2 only
+        page.uncheck('#nodes-list input[value="n1"]')
+        preview(page, "logs", "**/*.log", labels="rack=r1")
+        n2_total = sum(size for name, size in expected.items() if name.startswith("n2/"))
+        expect(page.locator("#plan-total")).to_have_attribute("data-bytes", str(n2_total))
+        expect(page.locator("#plan-nodes-body tr")).to_have_count(1)
+        expect(page.locator('#plan-nodes-body tr[data-node="n2"]')).to_be_visible()
+
+        # deflate: the archive size cannot be known ahead, and the page says so
+        page.check('input[name="compression"][value="deflate"]')
+        page.click("#preview-button")
+        expect(page.locator("#plan-archive")).to_contain_text("not known ahead")
+        expect(page.locator("#download-link")).to_have_attribute(
+            "href", re.compile(r"compression=deflate"))
         assert not problems, problems
 
 
@@ -198,7 +235,7 @@ def test_download_from_the_page_is_a_valid_zip(browser: Any, fleet: Fleet, tmp_p
     assert sorted(node["state"] for node in status["nodes"]) == ["ok", "ok", "ok"]
 
 
-def test_downloads_in_progress_are_listed(browser: Any, fleet: Fleet) -> None:
+def test_downloads_in_progress_are_listed(browser: Any, fleet: Fleet, artifacts: Any) -> None:
     query = "root=big&compression=stored"
     status, _, body = http_get(f"{fleet.url}/api/plan?{query}")
     assert status == 200
@@ -216,6 +253,8 @@ def test_downloads_in_progress_are_listed(browser: Any, fleet: Fleet) -> None:
             expect(item.locator('li[data-node="n1"]')).to_be_visible()
             expect(item.locator("progress")).to_have_attribute("max", str(archive_size))
             expect(page.locator("#downloads-empty")).to_be_hidden()
+            page.screenshot(path=str(artifacts / "page-download-in-progress.png"),
+                            full_page=True)
             slow_client.close()
             expect(item).to_have_count(0)
             expect(page.locator("#downloads-empty")).to_be_visible()
