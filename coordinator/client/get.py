@@ -23,7 +23,14 @@ from urllib.parse import urlencode
 
 from tqdm import tqdm
 
-from coordinator.client.http import ClientError, ConnectFailed, HttpOptions, join_url, open_url
+from coordinator.client.http import (
+    ClientError,
+    ConnectFailed,
+    HttpOptions,
+    join_url,
+    open_url,
+    origin,
+)
 from coordinator.client.summary import (
     EXIT_INCOMPLETE,
     ArchiveSummary,
@@ -201,7 +208,7 @@ def save_atomically(
             received = copy_body(response, out, on_chunk)
             if length is not None and received != length:
                 raise ConnectFailed(
-                    f"download from {url.split('/api/')[0]} ended early: received {received} of "
+                    f"download from {origin(url)} ended early: received {received} of "
                     f"{length} bytes promised by Content-Length; nothing saved", "protocol")
             out.flush()
             os.fsync(out.fileno())

@@ -162,7 +162,7 @@ def _connection(url: str, options: HttpOptions) -> tuple[http.client.HTTPConnect
 
 def describe_failure(exc: BaseException, url: str, timeout: float) -> ConnectFailed:
     """The one-line `ConnectFailed` for a low-level exception raised while talking to *url*."""
-    where = _origin(url)
+    where = origin(url)
     if isinstance(exc, TimeoutError | socket.timeout):
         return ConnectFailed(f"no answer from {where} within {timeout:g}s (timed out)", "timeout")
     if isinstance(exc, socket.gaierror):
@@ -172,9 +172,7 @@ def describe_failure(exc: BaseException, url: str, timeout: float) -> ConnectFai
     if isinstance(exc, ConnectionRefusedError):
         return ConnectFailed(f"cannot connect to {where}: connection refused", "connect")
     if isinstance(exc, http.client.IncompleteRead):
-        return ConnectFailed(
-            f"connection to {where} closed mid-response ({exc.partial and len(exc.partial)} "
-            "bytes of the last piece)", "protocol")
+        return ConnectFailed(f"connection to {where} closed mid-response", "protocol")
     if isinstance(exc, ConnectionError | http.client.RemoteDisconnected):
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         return ConnectFailed(f"connection to {where} broke: {reason}", "protocol")
@@ -184,7 +182,8 @@ def describe_failure(exc: BaseException, url: str, timeout: float) -> ConnectFai
     return ConnectFailed(f"cannot connect to {where}: {reason}", "connect")
 
 
-def _origin(url: str) -> str:
+def origin(url: str) -> str:
+    """``scheme://host:port`` of *url*: how errors name a server."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 
@@ -225,7 +224,7 @@ def status_error(response: http.client.HTTPResponse, url: str) -> HttpStatusErro
     """The `HttpStatusError` for an error *response*, with the server's own message."""
     status = response.status
     message = server_message(response.read(ERROR_BODY_LIMIT)) or response.reason
-    where = _origin(url)
+    where = origin(url)
     if status == 401:
         hint = "check --token-file, FLEETZIP_TOKEN or --user/FLEETZIP_PASSWORD"
         return HttpStatusError(f"{where} refused the credentials (401 {message}); {hint}", status)
@@ -256,4 +255,4 @@ def get_json(url: str, options: HttpOptions) -> object:
     try:
         return json.loads(body)
     except ValueError:
-        raise ClientError(f"{_origin(url)} did not answer JSON at {urlsplit(url).path}") from None
+        raise ClientError(f"{origin(url)} did not answer JSON at {urlsplit(url).path}") from None

@@ -113,6 +113,10 @@ def test_bad_token_and_unreachable_coordinator_exit_2_with_one_line(fleet: Fleet
         "401": ["-c", coordinator.url, "--token-file", str(bad)],
         "connection refused": ["-c", f"http://{AGENT_HOSTS[2]}:{free_port(AGENT_HOSTS[2])}"],
         "cannot read token file": ["-c", coordinator.url, "--token-file", str(fleet.tmp / "no")],
+        "answered 400: nodes": ["-c", coordinator.url, "--nodes", "web-9",
+                                "--token-file", str(fleet.tmp / "client.token")],
+        "answered 404: no node matches": ["-c", coordinator.url, "--labels", "pos=9",
+                                          "--token-file", str(fleet.tmp / "client.token")],
     }
     for expected, args in cases.items():
         proc = run_cli("get", *args, "--root", "logs", cwd=out)
