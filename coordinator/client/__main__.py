@@ -65,14 +65,15 @@ def build_parser() -> Parser:
     return parser
 
 
-def _connection_options(parser: argparse.ArgumentParser, timeout: str) -> None:
+def _connection_options(parser: argparse.ArgumentParser, timeout: str,
+                        timeout_help: str = "seconds without an answer before giving up") -> None:
     group = parser.add_argument_group("connection")
     group.add_argument("--token-file", metavar="FILE",
                        help="bearer token file (default: the FLEETZIP_TOKEN variable)")
     group.add_argument("--user", metavar="NAME",
                        help="HTTP Basic user; the password comes from FLEETZIP_PASSWORD")
     group.add_argument("--timeout", default=timeout, metavar="S",
-                       help=f"seconds without an answer before giving up (default {timeout})")
+                       help=f"{timeout_help} (default {timeout})")
     group.add_argument("--cacert", metavar="FILE", help="CA bundle to verify https:// servers")
     group.add_argument("--insecure", action="store_true",
                        help="do not verify the server's TLS certificate")
@@ -124,9 +125,12 @@ def _add_check(commands: argparse._SubParsersAction[Parser]) -> None:
     )
     check.plugin = True
     check.add_argument("url", help="agent or coordinator base URL (or its /health URL)")
-    check.add_argument("-w", "--warning", action="append", default=[], metavar="M=RANGE")
-    check.add_argument("-c", "--critical", action="append", default=[], metavar="M=RANGE")
-    _connection_options(check, "10")
+    check.add_argument("-w", "--warning", action="append", default=[], metavar="M=RANGE",
+                       help="WARNING when a metric is outside RANGE")
+    check.add_argument("-c", "--critical", action="append", default=[], metavar="M=RANGE",
+                       help="CRITICAL when a metric is outside RANGE")
+    _connection_options(check, "10", "SECONDS[:STATE]: timeout, and the state it gives "
+                        "(CRITICAL unless given)")
     check.set_defaults(func=cmd_check)
 
 
