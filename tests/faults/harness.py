@@ -23,6 +23,7 @@ import http.client
 import itertools
 import json
 import os
+import selectors
 import socket
 import subprocess
 import threading
@@ -218,6 +219,21 @@ def fd_kinds(pid: int) -> dict[str, int]:
     return kinds
 
 
+def describe_sockets(pids: list[int]) -> str:
+    """The TCP connections of *pids* (local -> remote, state), for a failure message."""
+    import psutil
+
+    lines = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            process = psutil.Process(pid)
+            lines.append(f"pid {pid} {' '.join(process.cmdline()[-3:])}:")
+            for conn in process.net_connections(kind="tcp"):
+                remote = f"{conn.raddr.ip}:{conn.raddr.port}" if conn.raddr else "-"
+                lines.append(f"  {conn.laddr.ip}:{conn.laddr.port} -> {remote} {conn.status}")
+    return "\n".join(lines)
+
+
 def fd_baseline(processes: list[ServerProcess]) -> dict[int, dict[str, int]]:
     return {p.pid: fd_kinds(p.pid) for p in processes}
 
@@ -232,7 +248,8 @@ def assert_fds_back(baseline: dict[int, dict[str, int]], timeout: float = 3.0) -
         if not excess:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"descriptors left open (pid: (before, after)): {excess}")
+            raise AssertionError(f"descriptors left open (pid: (before, after)): {excess}; "
+                                 f"{describe_sockets(list(excess))}")
         time.sleep(0.1)
 
 
@@ -448,8 +465,18 @@ class LyingProxy(_Listener):
         if lie and self.length_delta:
             head = self._rewrite_length(head)
         conn.sendall(head + b"\r\n\r\n" + rest)
-        while piece := up.recv(65536):
-            conn.sendall(piece)
+        # Pass the body on until either side closes: a client that hangs up ends the
+        # upstream request at once, as a real agent's client would.
+        with selectors.DefaultSelector() as selector:
+            selector.register(up, selectors.EVENT_READ)
+            selector.register(conn, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                for key, _ in selector.select(0.2):
+                    piece = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not piece:
+                        return
+                    if key.fileobj is up:
+                        conn.sendall(piece)
 
     def _rewrite_length(self, head: bytes) -> bytes:
         lines = head.split(b"\r\n")
