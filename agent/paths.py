@@ -20,7 +20,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from common.errors import BadRequest, NotFound
+from common.errors import BadRequest, NotFound, UnknownRoot
 from common.names import check_relative_path
 
 MAX_PATH_LENGTH = 4096  # PATH_MAX on Linux; longer is malformed, not merely missing
@@ -59,7 +59,7 @@ def root_dir(real_roots: dict[str, str], root: str) -> str:
     try:
         return real_roots[root]
     except KeyError:
-        raise NotFound(f"no root named {root!r}") from None
+        raise UnknownRoot(f"no root named {root!r}") from None
 
 
 def resolve(real_roots: dict[str, str], root: str, path: str) -> str:

@@ -7,6 +7,7 @@
         ├── Unauthorized           401  missing or wrong credentials
         ├── Forbidden              403
         ├── NotFound               404  no such root, file, node or route
+        │   └── UnknownRoot        404  code "unknown_root": the agent has no such root
         ├── PreconditionFailed     412
         ├── PayloadTooLarge        413
         ├── RangeNotSatisfiable    416
@@ -68,6 +69,12 @@ class Forbidden(ApiError):
 
 class NotFound(ApiError):
     status, code = 404, "not_found"
+
+
+class UnknownRoot(NotFound):
+    """The agent has no root of that name (the coordinator tells this from a missing path)."""
+
+    code = "unknown_root"
 
 
 class PreconditionFailed(ApiError):

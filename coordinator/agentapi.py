@@ -20,8 +20,10 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+from tornado.http1connection import HTTP1Connection
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.httputil import HTTPHeaders
+from tornado.iostream import IOStream
 from tornado.simple_httpclient import SimpleAsyncHTTPClient, _HTTPConnection
 
 from common import __version__
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_SIZE = 1 << 62  # streamed file bodies: no limit (memory is bounded by the stream)
 MAX_JSON_SIZE = 256 * 1024 * 1024  # a listing held in memory while planning
 USER_AGENT = f"fleetzip-coordinator/{__version__}"
+BODY_CHUNK_SIZE = 64 * 1024  # tornado's own default read size of a response body
 
 
 class AgentError(Exception):
@@ -47,9 +50,10 @@ class AgentUnreachable(AgentError):
 
 
 class AgentStatusError(AgentError):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(f"HTTP {status}: {message}" if message else f"HTTP {status}")
         self.status = status
+        self.code = code  # the ``error.code`` of the agent's JSON answer, when it has one
 
 
 class ClientGone(Exception):
@@ -70,6 +74,15 @@ class _TrackedConnection(_HTTPConnection):
 
         super().__init__(client, request, release_and_forget, *args[1:])
 
+    def _create_connection(self, stream: IOStream) -> HTTP1Connection:
+        """Bodies are read (and handed to ``streaming_callback``) in pieces of the client's
+        ``body_chunk_size`` instead of tornado's fixed 64 KiB: fewer Python steps per byte."""
+        connection = super()._create_connection(stream)
+        size = getattr(self.client, "body_chunk_size", BODY_CHUNK_SIZE)
+        connection.params.chunk_size = size
+        stream.read_chunk_size = size
+        return connection
+
 
 class AbortableHTTPClient(SimpleAsyncHTTPClient):
     """`SimpleAsyncHTTPClient` plus `abort(request)`.
@@ -80,10 +93,13 @@ class AbortableHTTPClient(SimpleAsyncHTTPClient):
     """
 
     live: dict[int, Any]
+    body_chunk_size: int
 
-    def initialize(self, *args: Any, **kwargs: Any) -> None:
+    def initialize(self, *args: Any, body_chunk_size: int = BODY_CHUNK_SIZE,
+                   **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         self.live = {}
+        self.body_chunk_size = body_chunk_size
 
     def _connection_class(self) -> type:
         return _TrackedConnection
@@ -105,6 +121,7 @@ def make_http_client(config: CoordinatorConfig) -> AbortableHTTPClient:
         max_clients=config.health.concurrency + downloads + 64,
         max_body_size=MAX_BODY_SIZE,
         max_buffer_size=MAX_JSON_SIZE,
+        body_chunk_size=config.download.chunk_size,
     )
     return client
 
@@ -190,7 +207,7 @@ class AgentApi:
     async def get_json(self, request: HTTPRequest) -> Any:
         response = await self.fetch(request)
         if not 200 <= response.code < 300:
-            raise AgentStatusError(response.code, _error_message(response))
+            raise AgentStatusError(response.code, _error_message(response), _error_code(response))
         try:
             return json.loads(response.body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -257,6 +274,13 @@ def _json_field(response: HTTPResponse, name: str) -> Any:
     except (ValueError, UnicodeDecodeError):
         return None
     return body.get(name) if isinstance(body, dict) else None
+
+
+def _error_code(response: HTTPResponse) -> str | None:
+    """The ``error.code`` of a fleetzip JSON error body, else None."""
+    error = _json_field(response, "error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _error_message(response: HTTPResponse) -> str:

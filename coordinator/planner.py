@@ -32,6 +32,7 @@ from coordinator.model import AgentRef, NodePlan, Plan, PlannedFile, Selection, 
 log = logging.getLogger(__name__)
 
 MAX_REJECTED_SHOWN = 20
+NO_SUCH_ROOT = "no root named"  # how a node without the requested root is recorded
 
 
 class Planner:
@@ -49,6 +50,9 @@ class Planner:
         results = await asyncio.gather(*(self._bounded(a, selection) for a in agents))
         nodes = tuple(r for r in results if isinstance(r, NodePlan))
         skipped = tuple(r for r in results if isinstance(r, SkippedNode))
+        if not nodes and skipped and all(s.error.startswith(NO_SUCH_ROOT) for s in skipped):
+            raise BadRequest(f"root: no selected agent has a root named {selection.root!r}",
+                             parameter="root")
         return Plan(selection, nodes, skipped, created=self.clock())
 
     def select(self, selection: Selection) -> list[AgentRef]:
@@ -71,6 +75,9 @@ class Planner:
                 agent, selection.root, selection.path, glob=selection.glob,
                 since=selection.since, recursive=selection.glob is None)
         except AgentStatusError as exc:
+            if exc.code == "unknown_root":
+                return SkippedNode(agent.name, agent.url, "skipped",
+                                   f"{NO_SUCH_ROOT} {selection.root!r}")
             if exc.status == 404:
                 return SkippedNode(agent.name, agent.url, "skipped", f"/list: {exc}")
             return SkippedNode(agent.name, agent.url, "failed", f"/list: {exc}")

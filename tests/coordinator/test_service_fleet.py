@@ -124,10 +124,10 @@ def test_plan_errors(fleet: Fleet) -> None:
         assert body["error"]["message"].startswith(parameter + ":"), body
     status, body = fleet.plan(root="logs", labels="rack=r9")
     assert status == 404 and "no node matches" in body["error"]["message"]
-    # a root no agent has: every node is skipped (404 from each), not an error
+    # a root no selected agent has is a bad parameter (SPEC §4), not an empty plan
     status, body = fleet.plan(root="nosuchroot")
-    assert status == 200 and body["nodes"] == [] and len(body["skipped"]) == 3
-    assert {s["state"] for s in body["skipped"]} == {"skipped"}
+    assert status == 400, body
+    assert body["error"]["message"] == "root: no selected agent has a root named 'nosuchroot'"
     # over max_archive_size (200KB): n3's 300 kB log
     status, body = fleet.plan(root="logs", nodes="n3", path="big.bin")
     assert status == 413
