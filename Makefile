@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fleetzip-installed
 
-.PHONY: test demo lint venv bench clean
+.PHONY: test test-heavy demo lint venv clean
 
 venv: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Slow archive edge cases (a > 4 GiB sparse entry, > 65,535 entries): minutes, not seconds.
+test-heavy: $(STAMP)
+	FLEETZIP_HEAVY=1 $(PY) -m pytest tests/heavy $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(VENV)/bin/fleetzip demo
