@@ -48,7 +48,6 @@ from coordinator.selection import parse_selection, query_arguments
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 5  # seconds a client over max_concurrent is told to wait
-MIN_ENTRY_BUFFER = 64 * 1024  # one read of tornado's client (its default chunk size)
 
 
 class Download:
@@ -72,9 +71,10 @@ class Download:
                       for node, status in zip(plan.nodes, self.status.nodes, strict=False)]
         self.entries: list[EntryData] = []
         self.fetches: list[EntryFetch] = []
-        # Each entry buffers up to half a chunk (plus one read of the agent socket), so
-        # `parallel` entries and the output chunk stay within (parallel + 2) chunks.
-        limit = max(settings.chunk_size // 2, MIN_ENTRY_BUFFER)
+        # The agent client reads bodies in pieces of chunk_size (`make_http_client`). An
+        # entry takes pieces until it holds a chunk, so it holds under 2 chunks, and the agent
+        # keeps sending while the zip works on the previous piece.
+        limit = settings.chunk_size
         for run in self.nodes:
             for file, file_status in zip(run.plan.files, run.status.files, strict=True):
                 entry = EntryData(file_status, sized=self.sized, limit=limit, gauge=self.gauge,
