@@ -155,6 +155,7 @@ class Server:
     ready_path: str
     log: Path
     cwd: Path = REPO_DIR
+    env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
     proc: subprocess.Popen[bytes] | None = None
     _log_file: Any = field(default=None, repr=False)
 
@@ -166,7 +167,8 @@ class Server:
     def start(self) -> Server:
         self._log_file = self.log.open("ab")
         self.proc = subprocess.Popen(self.argv, cwd=self.cwd, stdout=self._log_file,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, **self.env})
         try:
             wait_until_up(self.base_url + self.ready_path, self.proc)
         except Exception:
@@ -241,8 +243,11 @@ def work_dir(prefix: str, keep: bool = False) -> Iterator[Path]:
 
 
 def agent_server(tmp: Path, data_dir: Path, file_name: str, host: str = "127.0.0.1",
-                 **config: Any) -> Server:
-    """The fleetzip agent serving *data_dir* as root ``data`` (no token: open)."""
+                 env: dict[str, str] | None = None, **config: Any) -> Server:
+    """The fleetzip agent serving *data_dir* as root ``data`` (no token: open).
+
+    *env* is added to the agent's environment only (e.g. ``MALLOC_ARENA_MAX`` experiments).
+    """
     port = free_port(host)
     cfg = {"node": "bench", "listen": f"{host}:{port}", "roots": {"data": str(data_dir)},
            **config}
@@ -250,7 +255,17 @@ def agent_server(tmp: Path, data_dir: Path, file_name: str, host: str = "127.0.0
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     base = f"http://{host}:{port}"
     return Server("agent", [sys.executable, "-m", "agent", "--config", str(cfg_path)],
-                  base, f"{base}/files/data/{file_name}", "/livez", tmp / "agent.log")
+                  base, f"{base}/files/data/{file_name}", "/livez", tmp / "agent.log",
+                  env=dict(env or {}))
+
+
+def parse_env(items: Sequence[str]) -> dict[str, str]:
+    """``["A=1", "B=2"]`` (repeated ``--agent-env``) → ``{"A": "1", "B": "2"}``."""
+    pairs = [item.partition("=") for item in items]
+    bad = [item for item, (_, eq, _) in zip(items, pairs, strict=True) if not eq]
+    if bad:
+        sys.exit(f"--agent-env wants NAME=VALUE, got {bad[0]!r}")
+    return {name: value for name, _, value in pairs}
 
 
 def static_server(tmp: Path, data_dir: Path, file_name: str, host: str = "127.0.0.1") -> Server:

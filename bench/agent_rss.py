@@ -38,6 +38,7 @@ from _common import (
     ensure_file,
     machine_notes,
     median,
+    parse_env,
     parse_size,
     print_json_line,
     print_table,
@@ -74,6 +75,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="agent chunk_size (default: the agent's own default, 1MiB)")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the StaticFileHandler reference run")
+    p.add_argument("--agent-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra environment for the agent only (repeatable), e.g. "
+                        "MALLOC_ARENA_MAX=1")
     p.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     return p.parse_args(argv)
@@ -204,7 +208,8 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, size: int) -> b
     print_json_line({
         "bench": "agent_rss", "size": size, "clients": args.clients, "rate": args.rate,
         "rcvbuf": args.rcvbuf, "duration": args.duration, "chunk_size": args.chunk_size,
-        "runs": runs, "agent_peak": agent_peak, "target_peak": TARGET_PEAK, "target_met": ok,
+        "agent_env": args.agent_env, "runs": runs, "agent_peak": agent_peak,
+        "target_peak": TARGET_PEAK, "target_met": ok,
         "agent_vs_static_peak": round(ratio, 3) if ratio else None, "machine": machine_notes(),
     })
     return ok
@@ -218,11 +223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  "max_bandwidth": 0}
     if args.chunk_size:
         agent_cfg["chunk_size"] = args.chunk_size
+    agent_env = parse_env(args.agent_env)
     runs: list[dict[str, Any]] = []
     with work_dir("fleetzip-rss-", keep=args.keep) as tmp:
         for n in range(args.rounds):
             runs.append(measure_fresh(
-                lambda t: agent_server(t, path.parent, path.name, **agent_cfg), tmp, args))
+                lambda t: agent_server(t, path.parent, path.name, env=agent_env, **agent_cfg),
+                tmp, args))
             print(f"agent round {n + 1}/{args.rounds}: peak {runs[-1]['peak'] / MIB:.1f} MiB",
                   flush=True)
         if not args.no_reference:

@@ -35,6 +35,7 @@ from _common import (
     median,
     nginx_binary,
     nginx_server,
+    parse_env,
     parse_size,
     print_json_line,
     print_table,
@@ -84,6 +85,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, default=None, metavar="FILE",
                    help="sample the agent with py-spy during the rounds (collapsed stacks to "
                         "FILE) and print its busiest frames; figures then are not for the record")
+    p.add_argument("--agent-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra environment for the agent only (repeatable), e.g. "
+                        "MALLOC_ARENA_MAX=1")
     p.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     return p.parse_args(argv)
@@ -94,7 +98,7 @@ def build_servers(tmp: Path, data: Path, name: str, args: argparse.Namespace) ->
     if args.chunk_size:
         agent_cfg["chunk_size"] = args.chunk_size
     servers = [
-        agent_server(tmp, data, name, **agent_cfg),
+        agent_server(tmp, data, name, env=parse_env(args.agent_env), **agent_cfg),
         nginx_server(tmp, data, name, workers="1"),
         static_server(tmp, data, name),
     ]
@@ -157,6 +161,7 @@ def report(tallies: dict[str, Tally], size: int, args: argparse.Namespace) -> bo
     print_json_line({
         "bench": "agent_throughput", "size": size, "rounds": args.rounds,
         "chunk_size": args.chunk_size, "nginx_worker_processes": 1,
+        "agent_env": args.agent_env,
         "servers": {name: t.summary() for name, t in tallies.items()},
         "agent_vs_nginx": round(ratio_nginx, 3), "agent_vs_static": round(ratio_static, 3),
         "agent_vs_nginx_paired": round(paired_nginx, 3),
