@@ -132,7 +132,8 @@ def start_coordinator(nodes: list[dict], work: Path) -> tuple[subprocess.Popen[b
             return proc, url
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"coordinator did not start; see {work}/coordinator.log")
+                log = work / "coordinator.log"
+                raise RuntimeError(f"coordinator did not start; see {log}") from None
             time.sleep(0.05)
 
 

@@ -28,8 +28,8 @@ from tornado.netutil import bind_sockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.app import make_app  # noqa: E402
-from agent.config import AgentConfig  # noqa: E402
+from agent.app import make_app
+from agent.config import AgentConfig
 
 FDS_PER_NODE = 16  # a listening socket, a few polls and downloads in flight
 
