@@ -489,11 +489,19 @@ class _Lazy:
         yield self.render()
 
 
-Write = Callable[[bytes], Awaitable[None]]
+Write = Callable[[bytes], Awaitable[Any]]
+SMALL_PIECE = 64 * 1024  # zip headers, descriptors, small entries: coalesced before writing
 
 
 class _Output:
-    """Coalesces the zip generator's small pieces into chunks of about *chunk_size*."""
+    """Hands the zip generator's pieces to *write*, keeping one write in flight.
+
+    *write* queues its data at once (in call order) and returns an awaitable that resolves
+    once the data has gone out (tornado's ``write`` + ``flush``). Big pieces are written as
+    they are (no copy); small ones are joined up to *chunk_size* first. A write is awaited
+    only when the next one is due, so the zip works on the next piece while the previous
+    one goes out. Every byte is counted in *gauge* from `hold` until its write completed.
+    """
 
     def __init__(self, write: Write, chunk_size: int, gauge: BufferGauge,
                  on_sent: Callable[[int], None] | None = None) -> None:
@@ -502,37 +510,79 @@ class _Output:
         self.gauge = gauge
         self.on_sent = on_sent
         self.parts: list[bytes] = []
-        self.pending = 0
+        self.pending = 0  # bytes in parts
+        self.held = 0  # bytes counted in the gauge and not sent yet
+        self.inflight: asyncio.Future[Any] | None = None
+        self.inflight_size = 0
         self.sent = 0
 
+    def hold(self, size: int) -> None:
+        """Count *size* bytes about to be `put` (so they are never out of the gauge)."""
+        self.held += size
+        self.gauge.add(size)
+
     async def put(self, piece: bytes) -> None:
+        if len(piece) >= SMALL_PIECE:
+            await self.push()
+            await self._send(piece)
+            return
         self.parts.append(piece)
         self.pending += len(piece)
-        self.gauge.add(len(piece))
         if self.pending >= self.chunk_size:
-            await self.drain()
+            await self.push()
+
+    async def push(self) -> None:
+        """Write the small pieces gathered so far (without waiting for them to go out)."""
+        if self.parts:
+            data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+            self.parts.clear()
+            self.pending = 0
+            await self._send(data)
 
     async def drain(self) -> None:
-        if not self.parts:
+        """Everything written and gone out."""
+        await self.push()
+        await self._wait()
+
+    async def _send(self, data: bytes) -> None:
+        await self._wait()
+        self.inflight = asyncio.ensure_future(self.write(data))
+        self.inflight_size = len(data)
+
+    async def _wait(self) -> None:
+        if self.inflight is None:
             return
-        data = b"".join(self.parts)
-        self.parts.clear()
-        try:
-            await self.write(data)
-        finally:
-            self.gauge.add(-self.pending)
-            self.pending = 0
-        self.sent += len(data)
+        inflight, self.inflight = self.inflight, None
+        await inflight
+        size, self.inflight_size = self.inflight_size, 0
+        self.held -= size
+        self.gauge.add(-size)
+        self.sent += size
         if self.on_sent is not None:
-            self.on_sent(len(data))
+            self.on_sent(size)
+
+    def abandon(self) -> None:
+        """The download stopped: forget what was not sent (and any late write error)."""
+        if self.inflight is not None:
+            self.inflight.add_done_callback(_retrieve)
+            self.inflight = None
+        self.parts.clear()
+        self.gauge.add(-self.held)
+        self.held = self.pending = self.inflight_size = 0
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # a client that left: nobody waits for this write any more
 
 
 class ArchiveStream:
     """Drives zipstream-ng over a plan's entries, awaiting each entry's data before each step.
 
     *entries* are in plan order (node by node, file by file); the caller starts the fetches
-    that fill them. ``run(write)`` writes the whole archive through *write*, which should
-    await the client (``write`` + ``flush``) so the client's pace drives everything.
+    that fill them. ``run(write)`` writes the whole archive through *write*, which queues
+    its data and returns an awaitable for "gone out" (``write`` + ``flush``); the pipeline
+    awaits it before the next write, so the client's pace drives everything.
     """
 
     def __init__(self, status: ArchiveStatus, entries: list[EntryData], *, sized: bool,
@@ -595,11 +645,11 @@ class ArchiveStream:
             if not self.sized:
                 self._queue_status()
             for piece in self.zip.finalize():
+                out.hold(len(piece))
                 await out.put(piece)
             await out.drain()
         finally:
-            out.parts.clear()
-            self.gauge.add(-out.pending)
+            out.abandon()
         return out.sent
 
     def _counter(self, on_sent: Callable[[int], None] | None) -> Callable[[int], None]:
@@ -621,7 +671,7 @@ class ArchiveStream:
 
     async def _entry(self, entry: EntryData, out: _Output) -> None:
         if not entry.ready:
-            await out.drain()  # don't sit on output while an agent is slow
+            await out.push()  # don't sit on output while an agent is slow
             await entry.wait_ready()
         if not self.sized:
             if not entry.status.included:
@@ -631,13 +681,14 @@ class ArchiveStream:
         pieces = self.zip.file()
         while True:
             if not entry.ready:
-                await out.drain()
+                await out.push()
                 await entry.wait_ready()
             self._check()
             try:
                 piece = next(pieces)
             except StopIteration:
                 return
+            out.hold(len(piece))
             await out.put(piece)
 
     def settle(self) -> None:

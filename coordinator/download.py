@@ -22,6 +22,7 @@ import logging
 import secrets
 import time
 import urllib.parse
+from asyncio import Future
 from collections.abc import Callable
 from typing import Any
 
@@ -280,9 +281,10 @@ class DownloadHandler(BaseHandler):
         if size is not None:
             self.set_header("Content-Length", str(size))
 
-    async def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> Future[None]:
+        """Queue *data*; the future resolves once it went out (the pipeline awaits it)."""
         self.write(data)
-        await self.flush()
+        return self.flush()
 
     def on_connection_close(self) -> None:
         if self.download is not None:
