@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tests.hostile.conftest import Target
 from tests.hostile.rawhttp import assert_clear_error, raw_request
 
-FUZZ = settings(max_examples=150, deadline=None,
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 

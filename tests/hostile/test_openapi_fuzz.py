@@ -9,23 +9,25 @@ and the description disagree, a test here fails.
 from __future__ import annotations
 
 import json
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 
 from tests.hostile.conftest import Target
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
-FUZZ = settings(max_examples=25, deadline=None,
+FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))
 
 schema = schemathesis.openapi.from_path(SPEC)
 agent_schema = schema.include(tag_regex="^(agent|both)$")
 coordinator_schema = schema.include(tag_regex="^(coordinator|both)$").exclude(
-    path_regex="^/api/download$"  # streaming archives: fuzzed in test_coordinator_hostile
+    path_regex="^/api/(download|agents/register)$"  # see below / test_coordinator_hostile
 )
 
 
@@ -62,3 +64,26 @@ def test_coordinator_api(case: Any, coordinator_target: Target) -> None:
                          headers={"Authorization": f"Bearer {coordinator_target.token}"},
                          timeout=10)
     check_answer(coordinator_target, case, response)
+
+
+
+@pytest.mark.xfail(strict=True, reason="defect: a registration without 'name' is accepted "
+                   "(coordinator/handlers.py parse_registration; see test_coordinator_hostile)")
+@FUZZ
+@given(case=schema["/api/agents/register"]["POST"].as_strategy(
+    generation_mode=schemathesis.GenerationMode.NEGATIVE))
+def test_coordinator_registration_api(case: Any, coordinator_target: Target) -> None:
+    """Its own test: the schemathesis pytest plugin cannot carry an xfail mark."""
+    base = f"http://{coordinator_target.host}:{coordinator_target.port}"
+    try:
+        response = case.call(base_url=base, timeout=10)
+        check_answer(coordinator_target, case, response)
+    finally:  # keep the shared coordinator's agent list clean for the other tests
+        auth = {"Authorization": f"Bearer {coordinator_target.token}"}
+        agents = json.loads(urllib.request.urlopen(urllib.request.Request(
+            base + "/api/agents", headers=auth), timeout=10).read())["agents"]
+        for agent in agents:
+            if agent["source"] == "registered":
+                request = urllib.request.Request(
+                    base + "/api/agents/" + urllib.parse.quote(agent["name"]), method="DELETE")
+                urllib.request.urlopen(request, timeout=10).read()
