@@ -119,7 +119,9 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
         capture_output=True, text=True, timeout=300,
     )
     assert build.returncode == 0, f"building the fleetzip wheel failed:\n{build.stderr[-3000:]}"
-    cache = request.config.cache.mkdir("fleetzip-dependency-wheels")
+    store = request.config.cache
+    cache = (store.mkdir("fleetzip-dependency-wheels") if store is not None
+             else tmp_path_factory.mktemp("dependency-wheels"))
     fill_dependency_cache(cache, runtime_requirements())
     for wheel in cache.glob("*.whl"):
         shutil.copy2(wheel, house / wheel.name)
@@ -434,7 +436,8 @@ def test_ansible_lint_production_profile(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_argument_specs_are_in_step_with_defaults() -> None:
+def test_argument_specs_are_in_step_with_defaults_and_documented() -> None:
+    readme = (ANSIBLE_DIR / "README.md").read_text()
     for role in ("fleetzip_agent", "fleetzip_coordinator"):
         base = ANSIBLE_DIR / "roles" / role
         defaults = yaml.safe_load((base / "defaults/main.yml").read_text())
@@ -445,4 +448,5 @@ def test_argument_specs_are_in_step_with_defaults() -> None:
             assert name.startswith(role + "_"), name
             assert options[name]["default"] == value, name
             assert options[name].get("description"), name
+            assert f"`{name}`" in readme, f"{name} is not in ansible/README.md"
 
