@@ -31,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import psutil
 import yaml
 from _common import (
     DATA_DIR,
@@ -153,8 +154,11 @@ class Mode:
     cpu_per_gib: list[float] = field(default_factory=list)
     agent_cpu_per_gib: list[float] = field(default_factory=list)
 
+    main_cpu_per_gib: list[float] = field(default_factory=list)  # the event-loop thread
+
     def run(self, agents: Sequence[Server], max_time: float) -> float:
         cpu = sum(s.cpu_seconds() for s in self.servers)
+        main = sum(main_thread_cpu(s) for s in self.servers)
         agent_cpu = sum(s.cpu_seconds() for s in agents)
         sizes, seconds = curl_many(self.urls, max_time)
         if sizes != self.expected:
@@ -162,8 +166,19 @@ class Mode:
         gib = sum(sizes) / (1 << 30)
         self.speeds.append(sum(sizes) / seconds)
         self.cpu_per_gib.append((sum(s.cpu_seconds() for s in self.servers) - cpu) / gib)
+        self.main_cpu_per_gib.append(
+            (sum(main_thread_cpu(s) for s in self.servers) - main) / gib)
         self.agent_cpu_per_gib.append((sum(s.cpu_seconds() for s in agents) - agent_cpu) / gib)
         return seconds
+
+
+def main_thread_cpu(server: Server) -> float:
+    """user+system CPU seconds of *server*'s main thread (the coordinator's event loop)."""
+    try:
+        threads = psutil.Process(server.pid).threads()
+    except psutil.Error:
+        return float("nan")
+    return next((t.user_time + t.system_time for t in threads if t.id == server.pid), 0.0)
 
 
 def archive_size(coord: Server) -> int:
@@ -182,7 +197,8 @@ def run_rounds(modes: list[Mode], agents: Sequence[Server], args: argparse.Names
             seconds = mode.run(agents, args.max_time)
             print(f"round {n + 1} {mode.name:<11} {human_bytes(sum(mode.expected))} in "
                   f"{seconds:.2f}s = {mode.speeds[-1] / MIB:.0f} MiB/s, server CPU "
-                  f"{mode.cpu_per_gib[-1]:.2f} s/GiB", flush=True)
+                  f"{mode.cpu_per_gib[-1]:.2f} s/GiB (main thread "
+                  f"{mode.main_cpu_per_gib[-1]:.2f})", flush=True)
 
 
 def paired(a: Mode | None, b: Mode | None) -> float | None:
@@ -194,10 +210,11 @@ def paired(a: Mode | None, b: Mode | None) -> float | None:
 
 def report(modes: dict[str, Mode], args: argparse.Namespace, size: int) -> bool:
     print_table(["path", "median MiB/s", "rounds MiB/s", "server CPU s/GiB",
-                 "agents CPU s/GiB"],
+                 "main thread s/GiB", "agents CPU s/GiB"],
                 [[m.name, f"{median(m.speeds) / MIB:.0f}",
                   " ".join(f"{x / MIB:.0f}" for x in m.speeds),
                   f"{median(m.cpu_per_gib):.2f}" if m.servers else "-",
+                  f"{median(m.main_cpu_per_gib):.2f}" if m.servers else "-",
                   f"{median(m.agent_cpu_per_gib):.2f}"] for m in modes.values()])
     coord = modes.get("coordinator")
     ratios = {"direct": paired(coord, modes.get("direct")),
@@ -217,6 +234,8 @@ def report(modes: dict[str, Mode], args: argparse.Namespace, size: int) -> bool:
         "median_bytes_per_s": {k: median(m.speeds) for k, m in modes.items()},
         "server_cpu_s_per_gib": {k: median(m.cpu_per_gib) for k, m in modes.items()
                                  if m.servers},
+        "main_thread_cpu_s_per_gib": {k: median(m.main_cpu_per_gib)
+                                      for k, m in modes.items() if m.servers},
         "ratio_direct": ratios["direct"], "ratio_flask": ratios["flask"],
         "targets_met": ok, "machine": machine_notes()}))
     return ok

@@ -1,16 +1,20 @@
 """The merged ZIP: layout, status files, exact size arithmetic and the streaming pipeline.
 
-Nothing here knows HTTP. The download handler gives the pipeline an async ``write``; the
-fetcher (`coordinator.fetch`) fills one `EntryData` per planned file. The pipeline drives
-zipstream-ng's synchronous generator from the event loop:
+Nothing here knows HTTP. The download handler gives the pipeline a ``write`` (queue, then
+await "gone out"); the fetcher (`coordinator.fetch`) fills one `EntryData` per planned
+file. The pipeline drives zipstream-ng's synchronous generator:
 
     agent fetch ──feed()──▶ EntryData (bounded) ──next()──▶ ZipStream ──write()──▶ client
-                  awaits space                  awaited ready               awaits flush
+                  awaits space           awaited ready, in a worker      one write in flight
 
-Before every ``next()`` on the zip generator the driver awaits "the current entry has a chunk
-ready or is finished", so the generator never blocks and never sees an empty buffer. Each
-stage awaits the next one, so a slow client slows the agents down: memory stays bounded by
-``parallel`` entry buffers plus one output chunk, whatever the file sizes.
+Before every step of the zip generator the driver awaits "the current entry has a chunk
+ready or is finished", so the generator never blocks and never sees an empty buffer. A step
+(`_zip_step`: up to one chunk through SHA-256, CRC-32 and, unsized, deflate) runs in a small
+thread pool: those release the GIL, so the hashing uses another core while the event loop
+moves bytes between the sockets; one step is in flight per download, so order is kept.
+Each stage awaits the next one, so a slow client slows the agents down: memory stays
+bounded by ``parallel`` entry buffers (under two chunks each) plus two output chunks,
+whatever the file sizes.
 
 Sized (stored) archives promise an exact ``Content-Length``. Every entry is written at its
 planned size (cut if the agent sends more, zero-padded if it sends less or fails) and the
@@ -27,6 +31,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -47,7 +52,8 @@ NODE_ERROR_LIMIT = 200
 HOST_LIMIT = 64
 RESUMED_MAX = 9999  # "resumed" is clamped to this many digits
 DURATION_MAX = 999999.999  # seconds; clamped, rendered with 3 decimals at most
-ZERO_CHUNK = 64 * 1024  # zero padding is yielded in pieces of this size
+ZERO_CHUNK = 64 * 1024  # zero padding is yielded in pieces of this size (or the entry limit)
+ZIP_THREADS = 2  # worker threads of a coordinator's zip executor (CRC, SHA-256, deflate)
 
 NodeState = Literal["ok", "partial", "failed", "skipped"]
 
@@ -363,6 +369,7 @@ class EntryData:
         self._finished = False
         self._padded = 0
         self._hash = hashlib.sha256()
+        self._taken = 0  # bytes the zip took since the last `settle`
         self._consumed = False
 
     # -- producer side ---------------------------------------------------------------------
@@ -416,6 +423,9 @@ class EntryData:
         self._writable.set()  # release a producer still waiting
 
     # -- consumer side ---------------------------------------------------------------------
+    # ``__next__`` runs in the zip worker thread (see `ArchiveStream`): it only pops chunks,
+    # hashes them and counts what it took. Everything asyncio (events, the gauge, the slot)
+    # is settled on the event loop by `settle` once the step is over.
 
     @property
     def ready(self) -> bool:
@@ -434,33 +444,32 @@ class EntryData:
 
     def __next__(self) -> bytes:
         if self._chunks:
-            return self._take()
+            chunk = self._chunks.popleft()
+            self._taken += len(chunk)
+            self._hash.update(chunk)  # releases the GIL on big buffers
+            return chunk
         if not self._finished:
             raise RuntimeError(f"{self.status.entry}: read before data was ready")
         padding = self.status.size - self.status.bytes - self._padded if self.sized else 0
         if padding > 0:
-            zeros = bytes(min(padding, ZERO_CHUNK))
+            zeros = bytes(min(padding, max(self.limit, ZERO_CHUNK)))
             self._padded += len(zeros)
             self._hash.update(zeros)
             return zeros
-        self._done()
+        if not self._consumed:
+            self._consumed = True
+            self.status.sha256 = self._hash.hexdigest()
         raise StopIteration
 
-    def _take(self) -> bytes:
-        chunk = self._chunks.popleft()
-        self._buffered -= len(chunk)
-        self.gauge.add(-len(chunk))
+    def settle(self) -> None:
+        """On the event loop after a zip step: free the room taken, release the slot."""
+        taken, self._taken = self._taken, 0
+        self._buffered -= taken
+        self.gauge.add(-taken)
         if self._buffered < self.limit:
             self._writable.set()
-        self._hash.update(chunk)
-        return chunk
-
-    def _done(self) -> None:
         if self._consumed:
-            return
-        self._consumed = True
-        self.status.sha256 = self._hash.hexdigest()
-        self.release()
+            self.release()
 
     def release(self) -> None:
         """The zip is done with this entry (streamed, or left out): free its slot."""
@@ -470,9 +479,9 @@ class EntryData:
 
     def discard(self) -> None:
         """Drop what is buffered (the download is being cancelled)."""
-        self.gauge.add(-self._buffered)
         self._chunks.clear()
-        self._buffered = 0
+        self.gauge.add(-(self._buffered - self._taken))
+        self._buffered = self._taken  # `settle` takes the rest off after a running step
         self.finish("cancelled")
 
 
@@ -587,8 +596,10 @@ class ArchiveStream:
 
     def __init__(self, status: ArchiveStatus, entries: list[EntryData], *, sized: bool,
                  chunk_size: int, gauge: BufferGauge | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 executor: Executor | None = None) -> None:
         self.status = status
+        self.executor = executor  # None: the event loop's default executor
         self.entries = entries
         self.sized = sized
         self.chunk_size = chunk_size
@@ -679,23 +690,49 @@ class ArchiveStream:
                 return
             self.zip.add(entry, entry.status.entry, size=entry.status.size)
         pieces = self.zip.file()
-        while True:
+        loop = asyncio.get_running_loop()
+        done = False
+        while not done:
             if not entry.ready:
                 await out.push()
                 await entry.wait_ready()
             self._check()
             try:
-                piece = next(pieces)
-            except StopIteration:
-                return
-            out.hold(len(piece))
-            await out.put(piece)
+                step, done = await loop.run_in_executor(
+                    self.executor, _zip_step, pieces, entry, self.chunk_size)
+            finally:
+                entry.settle()
+            self._check()
+            out.hold(sum(len(piece) for piece in step))
+            for piece in step:
+                await out.put(piece)
 
     def settle(self) -> None:
         """Fix the run-time fields of the status before the status files are rendered."""
         self.status.finished = self.clock()
         for node in self.status.nodes:
             node.settle()
+
+
+def _zip_step(pieces: Iterator[bytes], entry: EntryData,
+              budget: int) -> tuple[list[bytes], bool]:
+    """One step of the zip generator over *entry*, in a worker thread: (pieces, finished).
+
+    Takes pieces while *entry* has data ready, up to about *budget* bytes. The CRC-32
+    (zipstream-ng), SHA-256 (`EntryData`) and deflate all release the GIL on big buffers, so
+    they run on another core while the event loop moves bytes between the sockets.
+    """
+    out: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            piece = next(pieces)
+        except StopIteration:
+            return out, True
+        out.append(piece)
+        size += len(piece)
+        if size >= budget or not entry.ready:
+            return out, False
 
 
 _STATUS_NAMES = {"json": STATUS_JSON, "txt": STATUS_TXT, "sums": SHA256SUMS}

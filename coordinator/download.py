@@ -24,6 +24,7 @@ import time
 import urllib.parse
 from asyncio import Future
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from tornado.iostream import StreamClosedError
@@ -32,6 +33,7 @@ from common.errors import TooManyRequests, Unavailable
 from common.web import BaseHandler
 from coordinator.agentapi import AgentApi
 from coordinator.archive import (
+    ZIP_THREADS,
     ArchiveStatus,
     ArchiveStream,
     BufferGauge,
@@ -56,7 +58,8 @@ class Download:
 
     def __init__(self, download_id: str, plan: Plan, config: CoordinatorConfig,
                  agent_api: AgentApi, *, user: str, remote_ip: str | None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 executor: Executor | None = None) -> None:
         self.id = download_id
         self.plan = plan
         self.user = user
@@ -83,7 +86,8 @@ class Download:
                 self.entries.append(entry)
                 self.fetches.append(EntryFetch(agent_api, settings, run, file, entry))
         self.stream = ArchiveStream(self.status, self.entries, sized=self.sized,
-                                    chunk_size=settings.chunk_size, gauge=self.gauge, clock=clock)
+                                    chunk_size=settings.chunk_size, gauge=self.gauge, clock=clock,
+                                    executor=executor)
         self.archive_size = len(self.stream) if self.sized else None
         self.tasks: dict[asyncio.Task[None], EntryFetch] = {}
         self.result: str | None = None
@@ -177,8 +181,13 @@ class DownloadManager:
 
     def __init__(self, config: CoordinatorConfig, *, agent_api: AgentApi,
                  metrics: Any = None, audit: Any = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 executor: Executor | None = None) -> None:
         self.config = config
+        # The zip steps (CRC-32, SHA-256, deflate) of every download run here, one step in
+        # flight per download; the threads start on first use.
+        self.executor = executor or ThreadPoolExecutor(ZIP_THREADS,
+                                                       thread_name_prefix="fleetzip-zip")
         self.agent_api = agent_api
         self.metrics = metrics
         self.audit = audit
@@ -198,7 +207,8 @@ class DownloadManager:
     def start(self, plan: Plan, *, user: str, remote_ip: str | None) -> Download:
         self.check_capacity()
         download = Download(secrets.token_hex(6), plan, self.config, self.agent_api,
-                            user=user, remote_ip=remote_ip, clock=self.clock)
+                            user=user, remote_ip=remote_ip, clock=self.clock,
+                            executor=self.executor)
         self.active[download.id] = download
         if self.metrics is not None:
             self.metrics.download_started()
