@@ -20,7 +20,14 @@ from tornado.httputil import HTTPHeaders, ResponseStartLine, parse_response_star
 from tornado.iostream import StreamClosedError
 
 from common import __version__, health
-from common.errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
+from common.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from common.names import check_node_name, check_relative_path
 from common.web import BaseHandler
 from coordinator.agentapi import AgentApi, ClientGone
@@ -32,6 +39,9 @@ from coordinator.selection import parse_root, parse_selection, query_arguments
 from coordinator.web import StaticHandler
 
 log = logging.getLogger(__name__)
+
+MAX_JSON_BODY = 64 * 1024  # a registration is a few hundred bytes
+MAX_FIELD = 1024  # longest URL, label name or label value accepted from an agent
 
 
 class BadGateway(ApiError):
@@ -65,10 +75,13 @@ class CoordinatorHandler(BaseHandler):
     def draining(self) -> bool:
         return bool(self.settings["draining"].is_set())
 
-    def json_body(self) -> Any:
+    def json_body(self, limit: int = MAX_JSON_BODY) -> Any:
+        """The request's JSON body; `PayloadTooLarge` / `BadRequest` when it is not sane."""
+        if len(self.request.body) > limit:
+            raise PayloadTooLarge(f"the request body is over {limit} bytes")
         try:
             return json.loads(self.request.body or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise BadRequest("the request body is not valid JSON") from None
 
 
@@ -113,24 +126,44 @@ class AgentHandler(AgentTokenHandler):
 
 
 def parse_registration(body: Any) -> tuple[str, str, dict[str, str], str | None]:
-    """(name, url, labels, version) of a registration; `BadRequest` naming the field."""
+    """(name, url, labels, version) of a registration; `BadRequest` naming the field.
+
+    Agents are untrusted input: every field must have the right type and no control
+    character; nothing is coerced into shape.
+    """
     if not isinstance(body, dict):
         raise BadRequest("expected a JSON object {name, url, labels, version}")
     name, url = body.get("name"), body.get("url")
+    if not isinstance(name, str):
+        raise BadRequest(f"name: expected a string, got {name!r}", parameter="name")
     try:
-        check_node_name(name if isinstance(name, str) else repr(name))
+        check_node_name(name)
     except ValueError as exc:
         raise BadRequest(f"name: {exc}", parameter="name") from None
-    parts = urllib.parse.urlsplit(url if isinstance(url, str) else "")
+    if not isinstance(url, str) or not _is_clean(url, space=False) or len(url) > MAX_FIELD:
+        raise BadRequest(f"url: expected an http:// or https:// URL, got {url!r}",
+                         parameter="url")
+    parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest(f"url: expected an http:// or https:// URL, got {url!r}",
                          parameter="url")
     labels = body.get("labels") or {}
-    if not isinstance(labels, dict) or not all(isinstance(k, str) for k in labels):
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and _is_clean(k) and _is_clean(v)
+        and len(k) <= MAX_FIELD and len(v) <= MAX_FIELD
+        for k, v in labels.items()
+    ):
         raise BadRequest("labels: expected an object of strings", parameter="labels")
     version = body.get("version")
-    clean = {k: str(v) for k, v in labels.items()}
-    return str(name), str(url).rstrip("/"), clean, str(version)[:100] if version else None
+    if version is not None and (not isinstance(version, str) or not _is_clean(version)
+                                or len(version) > 100):
+        raise BadRequest("version: expected a short string", parameter="version")
+    return name, url.rstrip("/"), dict(labels), version or None
+
+
+def _is_clean(text: str, *, space: bool = True) -> bool:
+    """No control character and no whitespace (but a plain space when *space*)."""
+    return all((space and ch == " ") or (ch.isprintable() and not ch.isspace()) for ch in text)
 
 
 class ServiceDiscoveryHandler(CoordinatorHandler):

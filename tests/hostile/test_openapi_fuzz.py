@@ -67,13 +67,12 @@ def test_coordinator_api(case: Any, coordinator_target: Target) -> None:
 
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a registration without 'name' is accepted "
-                   "(coordinator/handlers.py parse_registration; see test_coordinator_hostile)")
 @FUZZ
 @given(case=schema["/api/agents/register"]["POST"].as_strategy(
     generation_mode=schemathesis.GenerationMode.NEGATIVE))
 def test_coordinator_registration_api(case: Any, coordinator_target: Target) -> None:
-    """Its own test: the schemathesis pytest plugin cannot carry an xfail mark."""
+    """Negative cases of registration (regression: a body without "name" registered an
+    agent called "None")."""
     base = f"http://{coordinator_target.host}:{coordinator_target.port}"
     try:
         response = case.call(base_url=base, timeout=10)
