@@ -285,8 +285,7 @@ error_log {tmp}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
-    sendfile on;
-    tcp_nopush on;
+    {sendfile}
     keepalive_timeout 5;
     client_body_temp_path {tmp}/body;
     proxy_temp_path {tmp}/proxy;
@@ -316,9 +315,13 @@ def nginx_binary() -> str:
     return path
 
 
+SENDFILE_ON = "sendfile on;\n    tcp_nopush on;"
+SENDFILE_OFF = "sendfile off;\n    output_buffers 2 1m;  # read+write 1 MiB pieces"
+
+
 def nginx_server(tmp: Path, data_dir: Path, file_name: str, workers: str = "1",
-                 host: str = "127.0.0.1", name: str = "nginx") -> Server:
-    """nginx with ``sendfile on`` from a generated config, everything inside *tmp*."""
+                 host: str = "127.0.0.1", name: str = "nginx", sendfile: bool = True) -> Server:
+    """nginx (``sendfile on`` unless told) from a generated config, everything inside *tmp*."""
     binary = nginx_binary()
     prefix = tmp / name
     prefix.mkdir()
@@ -326,7 +329,9 @@ def nginx_server(tmp: Path, data_dir: Path, file_name: str, workers: str = "1",
     user = "user root;\n" if os.geteuid() == 0 else ""
     conf = prefix / "nginx.conf"
     conf.write_text(NGINX_CONF.format(user=user, workers=workers, tmp=prefix, host=host,
-                                      port=port, data=data_dir), encoding="utf-8")
+                                      port=port, data=data_dir,
+                                      sendfile=SENDFILE_ON if sendfile else SENDFILE_OFF),
+                    encoding="utf-8")
     base = f"http://{host}:{port}"
     argv = [binary, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf),
             "-g", "daemon off;"]

@@ -82,6 +82,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="agent chunk_size (default: the agent's own default, 1MiB)")
     p.add_argument("--nginx-auto", action="store_true",
                    help="also measure nginx with worker_processes auto")
+    p.add_argument("--nginx-nosendfile", action="store_true",
+                   help="also measure nginx with sendfile off (1 MiB output buffers)")
     p.add_argument("--profile", type=Path, default=None, metavar="FILE",
                    help="sample the agent with py-spy during the rounds (collapsed stacks to "
                         "FILE) and print its busiest frames; figures then are not for the record")
@@ -104,6 +106,8 @@ def build_servers(tmp: Path, data: Path, name: str, args: argparse.Namespace) ->
     ]
     if args.nginx_auto:
         servers.append(nginx_server(tmp, data, name, workers="auto", name="nginx-auto"))
+    if args.nginx_nosendfile:
+        servers.append(nginx_server(tmp, data, name, name="nginx-nosendfile", sendfile=False))
     return servers
 
 
