@@ -682,7 +682,7 @@ class ArchiveStream:
 
     async def _entry(self, entry: EntryData, out: _Output) -> None:
         if not entry.ready:
-            await out.push()  # don't sit on output while an agent is slow
+            await out.push()
             await entry.wait_ready()
         if not self.sized:
             if not entry.status.included:
@@ -690,22 +690,35 @@ class ArchiveStream:
                 return
             self.zip.add(entry, entry.status.entry, size=entry.status.size)
         pieces = self.zip.file()
-        loop = asyncio.get_running_loop()
+        step: asyncio.Future[tuple[list[bytes], bool]] | None = None
         done = False
-        while not done:
-            if not entry.ready:
-                await out.push()
-                await entry.wait_ready()
-            self._check()
-            try:
-                step, done = await loop.run_in_executor(
-                    self.executor, _zip_step, pieces, entry, self.chunk_size)
-            finally:
-                entry.settle()
-            self._check()
-            out.hold(sum(len(piece) for piece in step))
-            for piece in step:
-                await out.put(piece)
+        try:
+            while not done:
+                if step is None:
+                    await out.push()  # don't sit on output while an agent is slow
+                    await entry.wait_ready()
+                    step = self._step(pieces, entry)
+                try:
+                    taken, done = await step
+                finally:
+                    step = None
+                    entry.settle()
+                self._check()
+                out.hold(sum(len(piece) for piece in taken))
+                if not done and entry.ready:
+                    step = self._step(pieces, entry)  # hashes the next while we write these
+                for piece in taken:
+                    await out.put(piece)
+        finally:
+            if step is not None:  # stopped (cancelled) with a step still running
+                step.add_done_callback(_retrieve)
+                step.add_done_callback(lambda _: entry.settle())
+
+    def _step(self, pieces: Iterator[bytes],
+              entry: EntryData) -> asyncio.Future[tuple[list[bytes], bool]]:
+        self._check()
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self.executor, _zip_step, pieces, entry, self.chunk_size)
 
     def settle(self) -> None:
         """Fix the run-time fields of the status before the status files are rendered."""
