@@ -235,7 +235,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> De
 def service(command: list[str], log: Path, ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
     """Run *command* until the block ends; stopped by its PID (SIGTERM, then SIGKILL)."""
     with log.open("wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        # cwd: a neutral directory, so nothing of this checkout can shadow the installed code.
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
         try:
             wait_until_up(ready_url, proc)
             yield proc
@@ -347,6 +348,55 @@ def test_second_run_changes_nothing(deployment: Deployment) -> None:
     assert set(recap) == {*AGENTS, "coordinator"}
     for host, counts in recap.items():
         assert counts["changed"] == 0 and counts["failed"] == 0, (host, second.stdout[-6000:])
+
+
+def build_wheel_with_version(tmp: Path, version: str) -> Path:
+    """A fleetzip wheel of this source tree that says it is *version*, in a new directory."""
+    source = tmp / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for part in ("agent", "coordinator", "common"):
+        shutil.copytree(REPO / part, source / part, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    init = source / "common" / "__init__.py"
+    init.write_text(re.sub(r'__version__ = ".*"', f'__version__ = "{version}"',
+                           init.read_text()))
+    out = tmp / "new-wheel"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out),
+         str(source)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = out.glob("fleetzip-*.whl")
+    return wheel
+
+
+def installed_version(deployment: Deployment, host: str) -> str:
+    python = deployment.prefix(host) / "opt/fleetzip-agent/bin/python"
+    return subprocess.run(
+        [str(python), "-I", "-c", "import importlib.metadata as m; print(m.version('fleetzip'))"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()
+
+
+def test_version_change_upgrades_and_rolls_back(deployment: Deployment, wheelhouse: Path,
+                                                tmp_path: Path) -> None:
+    old = wheel_version(wheelhouse)
+    new = f"{old}.post1"
+    house = tmp_path / "wheelhouse"
+    shutil.copytree(wheelhouse, house)
+    shutil.copy2(build_wheel_with_version(tmp_path, new), house)
+    assert installed_version(deployment, "node1") == old
+
+    for version in (new, old):  # upgrade, then roll back
+        run = run_playbook(deployment.inventory, deployment.tmp, "--limit", "node1",
+                           "-e", f"fleetzip_agent_version={version}",
+                           "-e", f"fleetzip_agent_wheelhouse_dir={house}")
+        assert run.returncode == 0, run.stdout[-6000:]
+        assert play_recap(run.stdout)["node1"]["changed"] == 1, run.stdout[-6000:]
+        assert "RUNNING HANDLER [fleetzip_agent : Restart fleetzip agent]" in run.stdout
+        assert installed_version(deployment, "node1") == version
 
 
 def rendered_units(deployment: Deployment) -> list[Path]:
