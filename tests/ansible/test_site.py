@@ -13,6 +13,7 @@ verify``; ``ansible-lint`` (production profile) and ``--syntax-check`` must be c
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import os
 import re
@@ -465,6 +466,65 @@ def test_bad_variables_fail_early_with_a_clear_sentence(tmp_path: Path, wheelhou
     assert "systemd, none" in failures["bad-manager"]  # argument_specs choices
     assert "not a valid node name" in failures["bad-node"]
     # Nothing was installed: the checks run before any change.
+    assert not (tmp_path / "prefix").exists()
+
+
+def service_user_fixtures(base: Path) -> dict[str, Path]:
+    """Roots and TLS files with modes that the service user can or cannot read.
+
+    They live outside /tmp because the preflight refuses /tmp paths for the systemd unit
+    (PrivateTmp would hide them).
+    """
+    shutil.rmtree(base, ignore_errors=True)
+    paths = {"private": base / "private", "group": base / "group", "open": base / "open",
+             "cert": base / "tls.crt", "private-key": base / "private.key",
+             "group-key": base / "group.key"}
+    for name, mode in (("private", 0o700), ("group", 0o750), ("open", 0o755)):
+        paths[name].mkdir(parents=True)
+        paths[name].chmod(mode)
+    for name, mode in (("cert", 0o644), ("private-key", 0o600), ("group-key", 0o640)):
+        paths[name].write_text("not checked by the preflight\n")
+        paths[name].chmod(mode)
+    return paths
+
+
+def test_preflight_checks_what_the_service_user_can_read(
+        tmp_path: Path, wheelhouse: Path, request: pytest.FixtureRequest) -> None:
+    """Service manager systemd, only the preflight (tag-less `always` tasks) runs.
+
+    The service user (fleetzip-agent, not the owner of the files) reads through its group
+    (fleetzip_agent_extra_groups) or the others' bits, as POSIX says.
+    """
+    store = request.config.cache
+    base = (store.mkdir("ansible-preflight") if store is not None
+            else REPO / ".pytest_cache" / "ansible-preflight")
+    paths = service_user_fixtures(base / "files")
+    group = grp.getgrgid(os.getgid()).gr_name
+    tls = {"fleetzip_agent_tls_cert": str(paths["cert"])}
+    hosts = {
+        "private-root": {"fleetzip_agent_roots": {"logs": str(paths["private"])}},
+        "group-root": {"fleetzip_agent_roots": {"logs": str(paths["group"])},
+                       "fleetzip_agent_extra_groups": [group]},
+        "private-key": {**tls, "fleetzip_agent_tls_key": str(paths["private-key"])},
+        "group-key": {**tls, "fleetzip_agent_tls_key": str(paths["group-key"]),
+                      "fleetzip_agent_extra_groups": [group]},
+    }
+    group_vars = {**common_vars(tmp_path, wheelhouse),
+                  "fleetzip_agent_service_manager": "systemd",
+                  "fleetzip_agent_roots": {"logs": str(paths["open"])}}
+    inventory = write_yaml(tmp_path / "inventory.yml", {"all": {"vars": group_vars, "children": {
+        "fleetzip_agents": {"hosts": hosts}, "fleetzip_coordinator": {"hosts": {}}}}})
+    # A tag that no task has: only the preflight (tagged always) runs; nothing is changed.
+    result = run_playbook(inventory, tmp_path, "--tags", "preflight-only", timeout=120)
+    recap = play_recap(result.stdout)
+    assert {host for host, counts in recap.items() if counts["failed"]} == \
+        {"private-root", "private-key"}, result.stdout[-6000:]
+    assert all(counts["changed"] == 0 for counts in recap.values())
+    out = result.stdout
+    assert (f"the directory {paths['private']} cannot be read by the service user "
+            "fleetzip-agent") in out
+    assert f"The TLS file {paths['private-key']} on private-key" in out
+    assert "make it readable by that user or its group" in out
     assert not (tmp_path / "prefix").exists()
 
 
