@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psutil
 import yaml
@@ -40,6 +40,12 @@ WRITE_BLOCK = 4 * MIB  # file generation writes 4 MiB at a time: bounded memory
 
 
 # --------------------------------------------------------------------------- sizes, stats
+
+
+def die(message: str) -> NoReturn:
+    """Usage problem or missing tool: say so on stderr, exit 2."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
 
 
 def parse_size(text: str) -> int:
@@ -264,7 +270,7 @@ def parse_env(items: Sequence[str]) -> dict[str, str]:
     pairs = [item.partition("=") for item in items]
     bad = [item for item, (_, eq, _) in zip(items, pairs, strict=True) if not eq]
     if bad:
-        sys.exit(f"--agent-env wants NAME=VALUE, got {bad[0]!r}")
+        die(f"--agent-env wants NAME=VALUE, got {bad[0]!r}")
     return {name: value for name, _, value in pairs}
 
 
@@ -308,7 +314,7 @@ def nginx_binary() -> str:
     path = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
                                      else None)
     if path is None:
-        sys.exit(textwrap.dedent("""\
+        die(textwrap.dedent("""\
             nginx is not installed; it is the reference server of this benchmark.
             Install it with:  sudo apt-get install nginx-light   (Debian/Ubuntu)
                          or:  sudo dnf install nginx              (Fedora/RHEL)"""))
@@ -365,7 +371,7 @@ def curl_download(url: str, max_time: float) -> CurlResult:
 
 def require_curl() -> None:
     if shutil.which("curl") is None:
-        sys.exit("curl is not installed: sudo apt-get install curl")
+        die("curl is not installed: sudo apt-get install curl")
 
 
 # --------------------------------------------------------------------------- RSS sampling
@@ -423,7 +429,7 @@ def py_spy(pid: int, out: Path, rate: int = 100) -> Iterator[None]:
     """
     binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(binary).exists():
-        sys.exit("py-spy is not installed: .venv/bin/pip install py-spy")
+        die("py-spy is not installed: .venv/bin/pip install py-spy")
     time.sleep(1.0)  # py-spy cannot read a process that has only just started
     proc = subprocess.Popen([binary, "record", "--nonblocking", "--format", "raw",
                              "--rate", str(rate), "-o", str(out), "-p", str(pid)],
