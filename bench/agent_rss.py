@@ -49,6 +49,7 @@ from _common import (
 
 TARGET_PEAK = 64 * MIB
 READ_SIZE = 64 * 1024  # one recv per 64 KiB: ~16 wake-ups/s per client at 1 MB/s
+STALL_SECONDS = 15.0  # a client gives up this long after --duration if the server stalls
 SETTLE_SECONDS = 2.0  # keep sampling after the clients leave, to see the memory come back
 
 
@@ -121,13 +122,15 @@ async def slow_client(url: str, rate: int, rcvbuf: int, duration: float) -> Clie
     started = time.monotonic()
     sock = small_window_socket(rcvbuf)
     try:
-        await loop.sock_connect(sock, (parts.hostname, parts.port))
-        request = f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n"
-        await loop.sock_sendall(sock, request.encode())
-        result.received = await read_head(loop, sock, result)
-        if result.status == 200:
-            await paced_read(loop, sock, result, rate, started + duration)
-    except (OSError, ValueError, IndexError) as exc:
+        async with asyncio.timeout(duration + STALL_SECONDS):  # a stalled server cannot hang us
+            await loop.sock_connect(sock, (parts.hostname, parts.port))
+            request = (f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                       "Connection: close\r\n\r\n")
+            await loop.sock_sendall(sock, request.encode())
+            result.received = await read_head(loop, sock, result)
+            if result.status == 200:
+                await paced_read(loop, sock, result, rate, started + duration)
+    except (OSError, ValueError, IndexError, TimeoutError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
         sock.close()
