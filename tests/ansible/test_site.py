@@ -12,6 +12,7 @@ verify``; ``ansible-lint`` (production profile) and ``--syntax-check`` must be c
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import grp
 import json
@@ -31,6 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from coordinator.users import hash_password
 from tests.support import free_port, http_get, require_tool, wait_until_up, write_yaml
 
 pytestmark = pytest.mark.slow
@@ -42,6 +44,7 @@ AGENTS = {"node1": "127.0.0.21", "node2": "127.0.0.22", "node3": "127.0.0.23"}
 COORDINATOR_IP = "127.0.0.20"
 AGENT_TOKEN = "agent-secret-0123456789"
 CLIENT_TOKEN = "client-secret-0123456789"
+USER, PASSWORD = "alice", "correct horse battery staple"
 RECAP_RE = re.compile(
     r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
     r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
@@ -200,6 +203,8 @@ def write_inventory(tmp: Path, house: Path, agent_ports: dict[str, int],
         "fleetzip_agent_tokens": [AGENT_TOKEN],
         "fleetzip_coordinator_agent_token": AGENT_TOKEN,
         "fleetzip_coordinator_tokens": [CLIENT_TOKEN],
+        "fleetzip_coordinator_users": [
+            {"name": USER, "password_hash": hash_password(PASSWORD, iterations=1000)}],
         "fleetzip_coordinator_health_interval": "1s",
     }
     inventory = {"all": {"vars": group_vars, "children": {
@@ -263,6 +268,10 @@ def wait_ready(url: str, timeout: float = 30.0) -> dict[str, object]:
         time.sleep(0.2)
 
 
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 def download(url: str, token: str, target: Path) -> int:
     """Stream *url* into *target*; the HTTP status."""
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
@@ -295,6 +304,14 @@ def test_roles_install_services_that_serve_a_merged_zip(deployment: Deployment) 
         assert status == 401
         ready = wait_ready(deployment.coordinator_url + "/readyz")
         assert ready["agents_total"] == 3
+
+        # The users file the role wrote lets alice in with HTTP Basic, and nobody else.
+        agents_url = deployment.coordinator_url + "/api/agents"
+        status, _, body = http_get(agents_url, {"Authorization": basic(USER, PASSWORD)})
+        assert status == 200
+        assert {agent["name"] for agent in json.loads(body)["agents"]} == set(AGENTS)
+        assert http_get(agents_url, {"Authorization": basic(USER, "wrong")})[0] == 401
+        assert http_get(agents_url)[0] == 401
 
         archive = tmp / "merged.zip"
         status = download(deployment.coordinator_url + "/api/download?root=logs",
@@ -330,6 +347,7 @@ def test_secrets_are_private_files(deployment: Deployment) -> None:
         deployment.prefix("node3") / "etc/fleetzip-agent/register.token",
         deployment.prefix("coordinator") / "etc/fleetzip-coordinator/agent.token",
         deployment.prefix("coordinator") / "etc/fleetzip-coordinator/tokens",
+        deployment.prefix("coordinator") / "etc/fleetzip-coordinator/users",
     ]
     for path in secrets:
         assert path.stat().st_mode & 0o777 == 0o600, path
