@@ -76,6 +76,14 @@ def slow_client(url: str, rate: int, duration: float) -> tuple[int, int | None]:
     return got, length
 
 
+def window_peaks(samples: Sequence[tuple[float, int]], width: float) -> list[int]:
+    """The highest RSS sampled in each *width*-second window, in order."""
+    peaks: dict[int, int] = {}
+    for t, rss in samples:
+        peaks[int(t // width)] = max(peaks.get(int(t // width), 0), rss)
+    return [peaks[k] for k in sorted(peaks)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     size, rate = parse_size(args.size), parse_size(args.rate)
@@ -99,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"coordinator RSS: idle {human_bytes(idle)}, peak {human_bytes(peak)} "
           f"(at {sampler.peak_at:.1f}s), after {human_bytes(after)}; target <= "
           f"{human_bytes(TARGET)}")
+    print("peak RSS per 10 s window (flat = bounded, rising = a leak): " + ", ".join(
+        f"{human_bytes(rss)}" for rss in window_peaks(sampler.samples, 10.0)))
     print(json.dumps({"bench": "coordinator_rss", "agents": args.agents, "size": size,
                       "rate": rate, "read": got, "rss_idle": idle, "rss_peak": peak,
                       "rss_after": after, "machine": machine_notes()}))
