@@ -255,7 +255,15 @@ class Registry:
         return [merged[name] for name in sorted(merged)]
 
     def get(self, name: str) -> AgentRef | None:
-        return next((a for a in self.agents() if a.name == name), None)
+        """The agent called *name* now (same precedence as `agents`), by dict lookups:
+        the health poller asks this once per agent per round."""
+        agent = self.static.get(name) or self.from_file.get(name)
+        if agent is not None:
+            return agent
+        until = self.expires.get(name)
+        if until is not None and until <= self.clock():
+            self.expire()
+        return self.registered.get(name)
 
     def state(self, name: str) -> AgentState:
         return self.states.setdefault(name, AgentState())
