@@ -2,10 +2,12 @@
 shows and ``/api/download`` streams).
 
 Each selected agent is asked concurrently (bounded by ``health.concurrency``) for
-``/list/{root}[/{path}]`` with the glob and since; when the selection names a single
-file, a ``HEAD`` adds its ETag (sent later as ``If-Range``). An agent that is down,
-refuses or times out is *failed*; one answering 404 (no such root or path) or listing
-nothing is *skipped*; both are recorded with the reason and the plan goes on.
+``/list/{root}[/{path}]`` with the glob and since — one request per node, also when the
+selection names a single file (the listing has its size and mtime; a ``HEAD`` for its ETag
+was dropped: nothing sent it, and it was a third of the agent requests of a one-file
+download from a large fleet). An agent that is down, refuses or times out is *failed*; one
+answering 404 (no such root or path) or listing nothing is *skipped*; both are recorded
+with the reason and the plan goes on.
 
 Listings are untrusted: an entry whose path fails `check_relative_path`, lies outside the
 requested path, or has no sane size/mtime is refused and recorded in `NodePlan.rejected`
@@ -15,7 +17,6 @@ requested path, or has no sane size/mtime is refused and recorded in `NodePlan.r
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import time
 from collections.abc import Callable
@@ -91,25 +92,7 @@ class Planner:
             if rejected:
                 error += f"; {len(rejected)} unsafe entr(y/ies) refused: {rejected[0]}"
             return SkippedNode(agent.name, agent.url, "skipped", error)
-        if _is_single_file(files, selection):
-            files = [await self._with_etag(agent, selection.root, files[0])]
         return NodePlan(agent, selection.root, tuple(files), tuple(rejected))
-
-    async def _with_etag(self, agent: AgentRef, root: str, file: PlannedFile) -> PlannedFile:
-        """*file* with the ETag (and size) of a HEAD; unchanged when HEAD fails."""
-        try:
-            headers = await self.agent_api.head(agent, root, file.path)
-        except AgentError as exc:
-            log.info("HEAD of %s on %s failed (%s); planning without ETag", file.path,
-                     agent.name, exc)
-            return file
-        size = headers.get("Content-Length", "")
-        return PlannedFile(
-            file.path,
-            int(size) if size.isdigit() else file.size,
-            _http_date(headers.get("Last-Modified")) or file.mtime,
-            headers.get("ETag"),
-        )
 
     # -- sizes and limits --------------------------------------------------------------
 
@@ -175,20 +158,6 @@ def _checked_entry(entry: Any, within: str | None) -> PlannedFile | None:
     if isinstance(mtime, bool) or not isinstance(mtime, int | float):
         raise ValueError(f"{path!r}: bad mtime {mtime!r}")
     return PlannedFile(path, size, float(mtime))
-
-
-def _is_single_file(files: list[PlannedFile], selection: Selection) -> bool:
-    return (selection.path is not None and selection.glob is None and len(files) == 1
-            and files[0].path == selection.path)
-
-
-def _http_date(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
 
 
 def _describe_filter(selection: Selection) -> str:
