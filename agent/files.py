@@ -15,7 +15,9 @@ import email.utils
 import logging
 import mimetypes
 import os
+import time
 import urllib.parse
+from collections.abc import Callable
 from concurrent.futures import Executor
 
 from tornado.iostream import StreamClosedError
@@ -168,8 +170,40 @@ class FileHandler(BaseHandler):
             metrics.bytes_served.inc(sent)
 
 
+class PacePolicy:
+    """How big the next read is and whether to read it ahead, from the client's pace.
+
+    After every piece `taken` is told how long the client took it (write + ``flush()``). A
+    piece is read ahead only while the client takes a whole piece within `horizon`: a fast
+    client then overlaps read and send, while a client that is the bottleneck holds one piece
+    and no more. Pieces are sized to about `horizon` seconds of the client's pace, between
+    `min_piece` and `max_piece` (the configured ``chunk_size``); they start at `min_piece` and
+    at most double per piece, so a client proves its pace before it is given big pieces, and
+    they shrink at once when the client slows down.
+    """
+
+    def __init__(self, max_piece: int, *, min_piece: int = 64 * 1024, horizon: float = 0.05):
+        self.max_piece = max(1, max_piece)
+        self.min_piece = max(1, min(min_piece, self.max_piece))
+        self.horizon = horizon
+        self.size = self.min_piece
+        self.read_ahead = False
+
+    def taken(self, n: int, seconds: float) -> None:
+        """The client took *n* bytes in *seconds*: set `size` and `read_ahead` for the next."""
+        if n <= 0:
+            return
+        per_horizon = n * self.horizon / max(seconds, 1e-6)  # bytes it takes in one horizon
+        self.read_ahead = per_horizon >= n
+        if per_horizon >= 2 * self.size:
+            self.size = min(2 * self.size, self.max_piece)
+        elif per_horizon < self.size:
+            whole = int(per_horizon) // self.min_piece * self.min_piece
+            self.size = max(self.min_piece, whole)
+
+
 class SpanSender:
-    """Reads ``[start, stop)`` of *fd* one piece ahead and writes it to a handler.
+    """Reads ``[start, stop)`` of *fd* and writes it to a handler, paced by a `PacePolicy`.
 
     Stops quietly when the client leaves (`StreamClosedError`: the client's choice, not an
     error) and when the file ends before *stop* (`shrunk`). Waits for its read in flight
@@ -185,17 +219,20 @@ class SpanSender:
         chunk_size: int,
         bucket: TokenBucket | None = None,
         executor: Executor | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.fd, self.offset, self.stop = fd, start, stop
-        self.piece = bucket.piece_size(chunk_size) if bucket is not None else chunk_size
+        piece = bucket.piece_size(chunk_size) if bucket is not None else chunk_size
+        self.policy = PacePolicy(piece, min_piece=piece)
         self.bucket = bucket
         self.executor = executor
+        self.clock = clock
         self.sent = 0
         self.shrunk = False
         self.client_left = False
 
     def _read_next(self) -> tuple[asyncio.Future[bytes], int] | None:
-        size = min(self.piece, self.stop - self.offset)
+        size = min(self.policy.size, self.stop - self.offset)
         if size <= 0:
             return None
         future = asyncio.get_running_loop().run_in_executor(
@@ -212,16 +249,26 @@ class SpanSender:
                 chunk = await pending[0]
                 # A short read means the file got shorter than it was at the start.
                 self.shrunk = len(chunk) < pending[1]
-                pending = None if self.shrunk else self._read_next()
-                if chunk:
-                    if self.bucket is not None:
-                        await self.bucket.consume(len(chunk))
-                    handler.write(chunk)
-                    await handler.flush()
-                    self.sent += len(chunk)
+                ahead = not self.shrunk and self.policy.read_ahead
+                pending = self._read_next() if ahead else None
+                await self._write(handler, chunk)
+                del chunk  # not held while the next piece is read
+                if pending is None and not self.shrunk:
+                    pending = self._read_next()
         except StreamClosedError:
             self.client_left = True
         finally:
             if pending is not None:
                 await asyncio.wait([pending[0]])
         return self.sent
+
+    async def _write(self, handler: BaseHandler, chunk: bytes) -> None:
+        if not chunk:
+            return
+        if self.bucket is not None:
+            await self.bucket.consume(len(chunk))
+        started = self.clock()
+        handler.write(chunk)
+        await handler.flush()
+        self.sent += len(chunk)
+        self.policy.taken(len(chunk), self.clock() - started)
