@@ -1,20 +1,24 @@
 """``GET``/``HEAD /files/{root}/{path}``: one file, streamed in ``chunk_size`` pieces.
 
 The verb method reads like a script; every policy is a named hook. Blocking work (resolving
-and opening the path, each read) runs in an executor; the event loop only writes. The next
-piece is read while the current one is written (one read ahead: at most two pieces of a
-download in memory). The span to send is fixed when the response starts, so a file that
-grows is sent up to its size at that moment; one that shrinks ends the response early (the
-connection is closed, so the client sees the short body) and is logged.
+and opening the path, each read) runs in an executor; the event loop only writes. Pieces are
+paced to the client (`PacePolicy`): up to ``chunk_size`` and read one ahead while the client
+keeps up; about 50 ms of its pace (at least 64 KiB) and nothing ahead while it is the
+bottleneck, so slow downloads hold little memory. The span to send is fixed when the
+response starts, so a file that grows is sent up to its size at that moment; one that shrinks
+ends the response early (the connection is closed, so the client sees the short body) and is
+logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import mimetypes
 import os
+import socket
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -29,6 +33,8 @@ from agent.state import AgentState
 from common.web import BaseHandler, error_body
 
 log = logging.getLogger(__name__)
+
+UNSENT_LOWAT = 128 * 1024  # unsent bytes the kernel may queue per download (limit_unsent)
 
 
 def content_disposition(name: str) -> str:
@@ -136,6 +142,7 @@ class FileHandler(BaseHandler):
     async def send_span(self, opened: OpenFile, plan: Plan) -> None:
         """Stream ``[plan.start, plan.stop)`` of the file, holding a download slot."""
         self.state.acquire()
+        self.limit_unsent()
         sender = SpanSender(
             opened.fd,
             plan.start,
@@ -151,6 +158,22 @@ class FileHandler(BaseHandler):
             self.count_bytes(sender.sent)
         if sender.shrunk:
             self.file_shrank(sender.sent, plan.length)
+
+    def limit_unsent(self, lowat: int = UNSENT_LOWAT) -> None:
+        """Let the kernel queue only about *lowat* unsent bytes on this connection.
+
+        ``TCP_NOTSENT_LOWAT`` (Linux, macOS): without it the kernel takes megabytes of a slow
+        client's download at once, so ``flush()`` returns as if the client were fast and the
+        pace policy hands out big pieces; with it ``flush()`` waits for the client itself.
+        Where the option is missing the download still works, only paced less well.
+        """
+        option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+        stream = getattr(self.request.connection, "stream", None)
+        sock = getattr(stream, "socket", None)
+        if option is None or not isinstance(sock, socket.socket):
+            return
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, lowat)
 
     def file_shrank(self, sent: int, promised: int) -> None:
         """End a response whose file got shorter: the promised length cannot be kept."""
@@ -223,7 +246,7 @@ class SpanSender:
     ) -> None:
         self.fd, self.offset, self.stop = fd, start, stop
         piece = bucket.piece_size(chunk_size) if bucket is not None else chunk_size
-        self.policy = PacePolicy(piece, min_piece=piece)
+        self.policy = PacePolicy(piece)
         self.bucket = bucket
         self.executor = executor
         self.clock = clock
