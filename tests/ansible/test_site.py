@@ -123,7 +123,7 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
         capture_output=True, text=True, timeout=300,
     )
     assert build.returncode == 0, f"building the fleetzip wheel failed:\n{build.stderr[-3000:]}"
-    store = request.config.cache
+    store = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     cache = (store.mkdir("fleetzip-dependency-wheels") if store is not None
              else tmp_path_factory.mktemp("dependency-wheels"))
     fill_dependency_cache(cache, runtime_requirements())
@@ -513,7 +513,7 @@ def test_preflight_checks_what_the_service_user_can_read(
     The service user (fleetzip-agent, not the owner of the files) reads through its group
     (fleetzip_agent_extra_groups) or the others' bits, as POSIX says.
     """
-    store = request.config.cache
+    store = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     base = (store.mkdir("ansible-preflight") if store is not None
             else REPO / ".pytest_cache" / "ansible-preflight")
     paths = service_user_fixtures(base / "files")
