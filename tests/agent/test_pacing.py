@@ -160,3 +160,48 @@ def test_slow_then_fast_reader_gets_exact_bytes(agent_factory: AgentFactory, tre
     assert head.startswith(b"HTTP/1.1 200")
     assert f"Content-Length: {len(data)}".encode() in head
     assert hashlib.sha256(body).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+# -- the kernel's share: a stalled client does not get megabytes queued for it -----------
+
+
+def kernel_send_queue(server_port: int, client_port: int) -> int | None:
+    """Bytes queued in the kernel on the agent's side of a loopback connection (Linux)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, queues = fields[1], fields[2], fields[4]
+        if (int(local.split(":")[1], 16), int(remote.split(":")[1], 16)) == (
+            server_port,
+            client_port,
+        ):
+            return int(queues.split(":")[0], 16)
+    return None
+
+
+@pytest.mark.skipif(
+    not Path("/proc/net/tcp").exists() or not hasattr(socket, "TCP_NOTSENT_LOWAT"),
+    reason="reads the send queue from Linux /proc/net/tcp",
+)
+def test_stalled_client_gets_little_queued_in_the_kernel(
+    agent_factory: AgentFactory, tree: Tree
+) -> None:
+    with (tree.root / "stalled.bin").open("wb") as f:
+        f.truncate(64 * MIB)
+    agent = agent_factory(chunk_size="1MiB")
+    host, port = agent.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * KIB)
+    sock.settimeout(10)
+    sock.connect((host, int(port)))
+    try:
+        sock.sendall(b"GET /files/logs/stalled.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(12).startswith(b"HTTP/1.1 200")
+        queued = []
+        for _ in range(10):  # reads nothing more for a second; the agent fills what it may
+            time.sleep(0.1)
+            queued.append(kernel_send_queue(int(port), sock.getsockname()[1]) or 0)
+    finally:
+        sock.close()
+    # TCP_NOTSENT_LOWAT 128 KiB + what is in flight to a 16 KiB window + one send's overshoot;
+    # without the option the kernel takes several MiB (tcp_wmem) of the file at once
+    assert 0 < max(queued) <= 512 * KIB, queued
