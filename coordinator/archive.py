@@ -509,7 +509,12 @@ class _Output:
     once the data has gone out (tornado's ``write`` + ``flush``). Big pieces are written as
     they are (no copy); small ones are joined up to *chunk_size* first. A write is awaited
     only when the next one is due, so the zip works on the next piece while the previous
-    one goes out. Every byte is counted in *gauge* from `hold` until its write completed.
+    one goes out. Never more than one: tornado's HTTP1Connection resolves only its latest
+    write future, so the future of an overlapped write would never resolve. Every byte is
+    counted in *gauge* from `hold` until its write completed.
+
+    Bound: the write in flight (a chunk plus a batch of small pieces at most), the small
+    pieces gathered (< a chunk) and the current zip step (< two chunks).
     """
 
     def __init__(self, write: Write, chunk_size: int, gauge: BufferGauge,
