@@ -272,3 +272,29 @@ def test_non_ascii_names_and_sizes(tmp_path: Path) -> None:
     check = subprocess.run(["sha256sum", "-c", "_fleetzip/SHA256SUMS"], cwd=out,
                            capture_output=True, text=True, env={**os.environ, "LC_ALL": "C.UTF-8"})
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_cancel_while_zip_steps_run_frees_every_buffer() -> None:
+    """Cancelling mid-archive (steps run in worker threads) ends the run with `Cancelled`,
+    lets the producers finish, and leaves nothing counted in the gauge."""
+    plan = make_plan({"n1": [300_000], "n2": [300_000]})
+    gauge = BufferGauge()
+    _, entries, stream = build(plan, gauge=gauge)
+    sink = Sink(delay=0.001)
+
+    async def go() -> None:
+        producers = [asyncio.create_task(produce(e, content(e.status.entry, e.status.size)))
+                     for e in entries]
+        run = asyncio.create_task(stream.run(sink.write))
+        while sink.writes < 10:
+            await asyncio.sleep(0.001)
+        stream.cancel()
+        with pytest.raises(archive.Cancelled):
+            await run
+        await asyncio.wait_for(asyncio.gather(*producers), 5)
+        await asyncio.sleep(0.1)  # a step still running in its thread ends and settles
+
+    asyncio.run(go())
+    assert 0 < len(sink.buf.getvalue()) < 600_000
+    assert gauge.current == 0, gauge.current
+    assert all(e.finished for e in entries)
