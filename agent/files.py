@@ -196,13 +196,14 @@ class FileHandler(BaseHandler):
 class PacePolicy:
     """How big the next read is and whether to read it ahead, from the client's pace.
 
-    After every piece `taken` is told how long the client took it (write + ``flush()``). A
-    piece is read ahead only while the client takes a whole piece within `horizon`: a fast
-    client then overlaps read and send, while a client that is the bottleneck holds one piece
-    and no more. Pieces are sized to about `horizon` seconds of the client's pace, between
-    `min_piece` and `max_piece` (the configured ``chunk_size``); they start at `min_piece` and
-    at most double per piece, so a client proves its pace before it is given big pieces, and
-    they shrink at once when the client slows down.
+    After every piece `taken` is told how long the client took it (write + ``flush()``).
+    Pieces are sized to about `horizon` seconds of the client's pace, between `min_piece` and
+    `max_piece` (the configured ``chunk_size``); they start at `min_piece` and at most double
+    per piece, so a client proves its pace before it is given big pieces, and they shrink at
+    once when the client slows down. The next piece is read ahead only while the client takes
+    full-size pieces within `horizon`: a fast client then overlaps read and send, while any
+    slower one holds one piece and no more (for it the kernel's queue of unsent bytes, see
+    `FileHandler.limit_unsent`, lasts longer than a read).
     """
 
     def __init__(self, max_piece: int, *, min_piece: int = 64 * 1024, horizon: float = 0.05):
@@ -217,7 +218,7 @@ class PacePolicy:
         if n <= 0:
             return
         per_horizon = n * self.horizon / max(seconds, 1e-6)  # bytes it takes in one horizon
-        self.read_ahead = per_horizon >= n
+        self.read_ahead = n >= self.max_piece and per_horizon >= n
         if per_horizon >= 2 * self.size:
             self.size = min(2 * self.size, self.max_piece)
         elif per_horizon < self.size:

@@ -42,6 +42,8 @@ def test_policy_shrinks_at_once_and_stops_reading_ahead_for_a_slow_client() -> N
     policy = PacePolicy(MIB, min_piece=64 * KIB, horizon=0.05)
     for _ in range(4):
         policy.taken(policy.size, 0.001)
+    assert (policy.size, policy.read_ahead) == (MIB, False)  # not before a full-size piece
+    policy.taken(MIB, 0.001)
     assert (policy.size, policy.read_ahead) == (MIB, True)
     policy.taken(MIB, 0.2)  # 5 MiB/s: 256 KiB per horizon
     assert (policy.size, policy.read_ahead) == (256 * KIB, False)
@@ -51,11 +53,15 @@ def test_policy_shrinks_at_once_and_stops_reading_ahead_for_a_slow_client() -> N
     assert (policy.size, policy.read_ahead) == (64 * KIB, False)
 
 
-def test_policy_keeps_a_steady_client_where_it_is() -> None:
+def test_policy_keeps_a_steady_client_where_it_is_and_reads_ahead_only_at_full_size() -> None:
     policy = PacePolicy(MIB, min_piece=64 * KIB, horizon=0.05)
     policy.taken(64 * KIB, 0.001)
     policy.taken(128 * KIB, 0.04)  # 160 KiB per horizon: more than a piece, less than two
-    assert (policy.size, policy.read_ahead) == (128 * KIB, True)
+    assert (policy.size, policy.read_ahead) == (128 * KIB, False)
+    at_max = PacePolicy(128 * KIB, min_piece=64 * KIB, horizon=0.05)
+    at_max.taken(64 * KIB, 0.001)
+    at_max.taken(128 * KIB, 0.04)  # the same pace, but 128 KiB is this policy's full size
+    assert (at_max.size, at_max.read_ahead) == (128 * KIB, True)
 
 
 def test_policy_small_chunk_size_is_both_bounds() -> None:
