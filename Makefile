@@ -1,30 +1,36 @@
-# fleetzip — `make test` and `make demo` work from a clean clone: they create .venv when missing.
+# fleetzip — `make demo` and `make test` work from a clean clone: they create .venv when missing
+# and install what they need (demo: the project; test and lint: plus the test and dev extras).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.fleetzip-installed
+RUNTIME_STAMP := $(VENV)/.fleetzip-runtime
+TEST_STAMP    := $(VENV)/.fleetzip-test
 
-.PHONY: test test-heavy demo lint venv clean
+.PHONY: test test-heavy demo lint clean
 
-venv: $(STAMP)
-
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dev]'
-	touch $(STAMP)
 
-test: $(STAMP)
+$(RUNTIME_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	touch $@ $(RUNTIME_STAMP)
+
+test: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Slow archive edge cases (a > 4 GiB sparse entry, > 65,535 entries): minutes, not seconds.
-test-heavy: $(STAMP)
+test-heavy: $(TEST_STAMP)
 	FLEETZIP_HEAVY=1 $(PY) -m pytest tests/heavy $(PYTEST_ARGS)
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(VENV)/bin/fleetzip demo
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check agent coordinator common tests bench
 	$(VENV)/bin/mypy
 
