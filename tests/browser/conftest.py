@@ -48,8 +48,10 @@ def playwright_sync_api() -> Any:
     return sync_api
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium: str) -> Iterator[Any]:
+    # Not session-wide: while Playwright's sync API is open it marks an asyncio loop as
+    # running in the main thread, which breaks every later test that runs a loop itself.
     with playwright_sync_api().sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
