@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 import urllib.request
@@ -506,6 +507,15 @@ def service_user_fixtures(base: Path) -> dict[str, Path]:
     return paths
 
 
+def outside_tmp_dir() -> Path:
+    """A fresh directory that is not below /tmp or /var/tmp, wherever the checkout is (CI may
+    clone into /tmp): /dev/shm when it is writable, else the home directory."""
+    for parent in (Path("/dev/shm"), Path.home()):
+        if parent.is_dir() and os.access(parent, os.W_OK):
+            return Path(tempfile.mkdtemp(prefix="fleetzip-preflight-", dir=parent))
+    raise RuntimeError("no writable directory outside /tmp for the preflight fixtures")
+
+
 def test_preflight_checks_what_the_service_user_can_read(
         tmp_path: Path, wheelhouse: Path, request: pytest.FixtureRequest) -> None:
     """Service manager systemd, only the preflight (tag-less `always` tasks) runs.
@@ -513,9 +523,8 @@ def test_preflight_checks_what_the_service_user_can_read(
     The service user (fleetzip-agent, not the owner of the files) reads through its group
     (fleetzip_agent_extra_groups) or the others' bits, as POSIX says.
     """
-    store = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
-    base = (store.mkdir("ansible-preflight") if store is not None
-            else REPO / ".pytest_cache" / "ansible-preflight")
+    base = outside_tmp_dir()
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
     paths = service_user_fixtures(base / "files")
     group = grp.getgrgid(os.getgid()).gr_name
     tls = {"fleetzip_agent_tls_cert": str(paths["cert"])}
