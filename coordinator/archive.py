@@ -9,9 +9,11 @@ file. The pipeline drives zipstream-ng's synchronous generator:
 
 Before every step of the zip generator the driver awaits "the current entry has a chunk
 ready or is finished", so the generator never blocks and never sees an empty buffer. A step
-(`_zip_step`: up to one chunk through SHA-256, CRC-32 and, unsized, deflate) runs in a small
-thread pool: those release the GIL, so the hashing uses another core while the event loop
-moves bytes between the sockets; one step is in flight per download, so order is kept.
+(`_zip_step`: up to one chunk through SHA-256, CRC-32 and, unsized, deflate) over a big piece
+runs in a small thread pool: those release the GIL, so the hashing uses another core while
+the event loop moves bytes between the sockets; one step is in flight per download, so
+order is kept. A step over less than `INLINE_STEP` bytes (small files, zip headers, the
+tail of an entry) runs on the event loop: hashing it costs less than the hop to a worker.
 Each stage awaits the next one, so a slow client slows the agents down: memory stays
 bounded by ``parallel`` entry buffers (under two chunks each) plus two output chunks,
 whatever the file sizes.
@@ -54,6 +56,12 @@ RESUMED_MAX = 9999  # "resumed" is clamped to this many digits
 DURATION_MAX = 999999.999  # seconds; clamped, rendered with 3 decimals at most
 ZERO_CHUNK = 64 * 1024  # zero padding is yielded in pieces of this size (or the entry limit)
 ZIP_THREADS = 2  # worker threads of a coordinator's zip executor (CRC, SHA-256, deflate)
+# A zip step over fewer bytes than this runs on the event loop, a bigger one in the executor.
+# Measured on the 2-core bench VM: the hop to a worker costs ~35 us of CPU (submit, wake-up,
+# result back through the loop's self-pipe) whatever the size; SHA-256 + CRC-32 cost ~0.63
+# us per KiB, so a 64 KiB step inline blocks the loop about as long as the hop does
+# (41 vs 35-75 us) and a 1 KiB one 40x less. Deflate costs ~2-4x more per byte: a quarter.
+INLINE_STEP = 64 * 1024
 
 NodeState = Literal["ok", "partial", "failed", "skipped"]
 
@@ -423,13 +431,22 @@ class EntryData:
         self._writable.set()  # release a producer still waiting
 
     # -- consumer side ---------------------------------------------------------------------
-    # ``__next__`` runs in the zip worker thread (see `ArchiveStream`): it only pops chunks,
+    # ``__next__`` may run in a zip worker thread (see `ArchiveStream`): it only pops chunks,
     # hashes them and counts what it took. Everything asyncio (events, the gauge, the slot)
     # is settled on the event loop by `settle` once the step is over.
 
     @property
     def ready(self) -> bool:
         return bool(self._chunks) or self._finished
+
+    @property
+    def step_bytes(self) -> int:
+        """Bytes a zip step could take now: the chunks buffered, plus the zero padding still
+        due once the entry is finished (on the event loop, between steps)."""
+        ready = self._buffered - self._taken
+        if self._finished and self.sized:
+            ready += max(self.status.size - self.status.bytes - self._padded, 0)
+        return ready
 
     async def wait_ready(self) -> None:
         while not self.ready:
@@ -602,9 +619,13 @@ class ArchiveStream:
     def __init__(self, status: ArchiveStatus, entries: list[EntryData], *, sized: bool,
                  chunk_size: int, gauge: BufferGauge | None = None,
                  clock: Callable[[], float] = time.time,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None,
+                 inline_limit: int | None = None) -> None:
         self.status = status
         self.executor = executor  # None: the event loop's default executor
+        if inline_limit is None:
+            inline_limit = INLINE_STEP if sized else INLINE_STEP // 4  # deflate costs more
+        self.inline_limit = inline_limit  # steps over fewer bytes run on the loop (0: never)
         self.entries = entries
         self.sized = sized
         self.chunk_size = chunk_size
@@ -721,8 +742,12 @@ class ArchiveStream:
 
     def _step(self, pieces: Iterator[bytes],
               entry: EntryData) -> asyncio.Future[tuple[list[bytes], bool]]:
+        """The next zip step over *entry*: done at once on the loop when it is small, else
+        running in the executor."""
         self._check()
         loop = asyncio.get_running_loop()
+        if entry.step_bytes < self.inline_limit:
+            return _run_inline(loop, pieces, entry, self.chunk_size)
         return loop.run_in_executor(self.executor, _zip_step, pieces, entry, self.chunk_size)
 
     def settle(self) -> None:
@@ -732,9 +757,21 @@ class ArchiveStream:
             node.settle()
 
 
+def _run_inline(loop: asyncio.AbstractEventLoop, pieces: Iterator[bytes], entry: EntryData,
+                budget: int) -> asyncio.Future[tuple[list[bytes], bool]]:
+    """`_zip_step` on the event loop, as an already resolved future (awaiting it does not
+    yield to the loop); an error is raised where the step is awaited, as from a worker."""
+    future: asyncio.Future[tuple[list[bytes], bool]] = loop.create_future()
+    try:
+        future.set_result(_zip_step(pieces, entry, budget))
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
+
+
 def _zip_step(pieces: Iterator[bytes], entry: EntryData,
               budget: int) -> tuple[list[bytes], bool]:
-    """One step of the zip generator over *entry*, in a worker thread: (pieces, finished).
+    """One step of the zip generator over *entry*: (pieces, finished).
 
     Takes pieces while *entry* has data ready, up to about *budget* bytes. The CRC-32
     (zipstream-ng), SHA-256 (`EntryData`) and deflate all release the GIL on big buffers, so

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import io
 import json
 import os
 import subprocess
 import time
 import zipfile
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zipstream.ng
@@ -31,6 +34,14 @@ from coordinator.model import AgentRef, NodePlan, Plan, PlannedFile, Selection, 
 from tests.support import require_tool
 
 CHUNK = 4096
+# Zip steps of the pipeline: all in worker threads (inline_limit 0), or all on the event loop
+# (these tests' steps are far below the default INLINE_STEP).
+STEP_MODES = {"threads": 0, "inline": archive.INLINE_STEP}
+
+
+@pytest.fixture(params=sorted(STEP_MODES))
+def inline_limit(request: pytest.FixtureRequest) -> int:
+    return STEP_MODES[request.param]
 
 
 def make_plan(sizes: dict[str, Sequence[int]], compression: str = "stored",
@@ -73,21 +84,23 @@ async def produce(entry: EntryData, data: bytes, *, stop_at: int | None = None,
     entry.finish(error)
 
 
-def build(plan: Plan, *, limit: int = CHUNK, gauge: BufferGauge | None = None
+def build(plan: Plan, *, limit: int = CHUNK, gauge: BufferGauge | None = None,
+          inline_limit: int | None = None, executor: Executor | None = None,
           ) -> tuple[ArchiveStatus, list[EntryData], ArchiveStream]:
     sized = plan.selection.compression == "stored"
     status = ArchiveStatus.from_plan(plan, started=time.time())
     gauge = gauge or BufferGauge()
     entries = [EntryData(f, sized=sized, limit=limit, gauge=gauge) for f in status.files()]
-    stream = ArchiveStream(status, entries, sized=sized, chunk_size=CHUNK, gauge=gauge)
+    stream = ArchiveStream(status, entries, sized=sized, chunk_size=CHUNK, gauge=gauge,
+                           inline_limit=inline_limit, executor=executor)
     return status, entries, stream
 
 
 async def run_archive(plan: Plan, behaviour: dict[str, dict[str, object]] | None = None,
-                      sink: Sink | None = None, gauge: BufferGauge | None = None
-                      ) -> tuple[bytes, ArchiveStream]:
+                      sink: Sink | None = None, gauge: BufferGauge | None = None,
+                      inline_limit: int | None = None) -> tuple[bytes, ArchiveStream]:
     behaviour = behaviour or {}
-    _, entries, stream = build(plan, gauge=gauge)
+    _, entries, stream = build(plan, gauge=gauge, inline_limit=inline_limit)
     sink = sink or Sink()
     producers = []
     for e in entries:
@@ -110,9 +123,10 @@ def check_tools(path: Path) -> None:
         assert result.returncode == 0, (tool, result.stdout, result.stderr)
 
 
-def test_sized_archive_matches_sources_and_planned_size(tmp_path: Path) -> None:
+def test_sized_archive_matches_sources_and_planned_size(tmp_path: Path,
+                                                       inline_limit: int) -> None:
     plan = make_plan({"n1": [0, 1, 10_000], "n2": [50_000]})
-    data, stream = asyncio.run(run_archive(plan))
+    data, stream = asyncio.run(run_archive(plan, inline_limit=inline_limit))
     assert len(data) == planned_archive_size(plan) == len(stream)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.testzip() is None
@@ -143,7 +157,8 @@ def test_sized_archive_matches_sources_and_planned_size(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_short_long_and_failed_entries_keep_the_size_promise(tmp_path: Path) -> None:
+def test_short_long_and_failed_entries_keep_the_size_promise(tmp_path: Path,
+                                                            inline_limit: int) -> None:
     plan = make_plan({"n1": [10_000, 5_000, 3_000], "n2": [7_000]},
                      skipped=[SkippedNode("n3", "http://127.0.0.9:1", "failed", "refused")])
     behaviour: dict[str, dict[str, object]] = {
@@ -151,7 +166,7 @@ def test_short_long_and_failed_entries_keep_the_size_promise(tmp_path: Path) -> 
         "n1/logs/dir/f1.log": {"extra": 999},  # agent sends more than planned: cut
         "n2/logs/dir/f0.log": {"stop_at": 0, "error": "connection refused"},
     }
-    data, _ = asyncio.run(run_archive(plan, behaviour))
+    data, _ = asyncio.run(run_archive(plan, behaviour, inline_limit=inline_limit))
     assert len(data) == planned_archive_size(plan)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.testzip() is None
@@ -175,14 +190,15 @@ def test_short_long_and_failed_entries_keep_the_size_promise(tmp_path: Path) -> 
     check_tools(path)
 
 
-def test_deflate_leaves_out_entries_that_never_started(tmp_path: Path) -> None:
+def test_deflate_leaves_out_entries_that_never_started(tmp_path: Path,
+                                                      inline_limit: int) -> None:
     plan = make_plan({"n1": [100_000, 2000], "n2": [3000]}, compression="deflate")
     assert planned_archive_size(plan) is None
     behaviour: dict[str, dict[str, object]] = {
         "n1/logs/dir/f0.log": {"stop_at": 30_000, "error": "dropped"},
         "n2/logs/dir/f0.log": {"stop_at": 0, "error": "connection refused"},
     }
-    data, _ = asyncio.run(run_archive(plan, behaviour))
+    data, _ = asyncio.run(run_archive(plan, behaviour, inline_limit=inline_limit))
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.testzip() is None
         assert zf.namelist()[:2] == ["n1/logs/dir/f0.log", "n1/logs/dir/f1.log"]
@@ -225,12 +241,12 @@ def test_status_reservation_holds_the_longest_errors() -> None:
     assert len(error) == archive.FILE_ERROR_LIMIT and error.endswith("...")
 
 
-def test_slow_client_keeps_the_pipeline_bounded() -> None:
+def test_slow_client_keeps_the_pipeline_bounded(inline_limit: int) -> None:
     """Producers far faster than the client: buffered bytes stay at a few chunks."""
     plan = make_plan({"n1": [400_000], "n2": [400_000], "n3": [400_000]})
     gauge = BufferGauge()
     sink = Sink(delay=0.001)
-    data, _ = asyncio.run(run_archive(plan, sink=sink, gauge=gauge))
+    data, _ = asyncio.run(run_archive(plan, sink=sink, gauge=gauge, inline_limit=inline_limit))
     assert len(data) > 1_200_000
     # every entry may hold up to `limit` (+ one piece); the output holds the write in
     # flight (a chunk + a piece), the small pieces gathered (< a chunk) and the current zip
@@ -274,12 +290,12 @@ def test_non_ascii_names_and_sizes(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_cancel_while_zip_steps_run_frees_every_buffer() -> None:
-    """Cancelling mid-archive (steps run in worker threads) ends the run with `Cancelled`,
-    lets the producers finish, and leaves nothing counted in the gauge."""
+def test_cancel_while_zip_steps_run_frees_every_buffer(inline_limit: int) -> None:
+    """Cancelling mid-archive (steps in worker threads or on the loop) ends the run with
+    `Cancelled`, lets the producers finish, and leaves nothing counted in the gauge."""
     plan = make_plan({"n1": [300_000], "n2": [300_000]})
     gauge = BufferGauge()
-    _, entries, stream = build(plan, gauge=gauge)
+    _, entries, stream = build(plan, gauge=gauge, inline_limit=inline_limit)
     sink = Sink(delay=0.001)
 
     async def go() -> None:
@@ -298,3 +314,50 @@ def test_cancel_while_zip_steps_run_frees_every_buffer() -> None:
     assert 0 < len(sink.buf.getvalue()) < 600_000
     assert gauge.current == 0, gauge.current
     assert all(e.finished for e in entries)
+
+
+class RecordingExecutor(ThreadPoolExecutor):
+    """A real thread pool that records the entry of every zip step handed to it."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.entries: list[str] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.entries.append(args[1].status.entry)  # _zip_step(pieces, entry, budget)
+        return super().submit(fn, *args, **kwargs)
+
+
+def prefed(plan: Plan, executor: Executor | None = None, inline_limit: int | None = None,
+           ) -> tuple[list[EntryData], ArchiveStream]:
+    """Every entry's data already buffered and finished before the run starts."""
+    _, entries, stream = build(plan, executor=executor, inline_limit=inline_limit)
+    for entry in entries:
+        data = content(entry.status.entry, entry.status.size)
+        for start in range(0, len(data), 1000):
+            waiter = entry.feed(data[start:start + 1000])
+            if inspect.iscoroutine(waiter):
+                waiter.close()  # over the limit: not waited for, the run takes it all
+        entry.finish()
+    return entries, stream
+
+
+def test_small_steps_run_on_the_loop_big_ones_in_the_executor() -> None:
+    """A step over fewer bytes than ``inline_limit`` never reaches the executor; the big
+    entry's steps do until what is left of it is small; the archive is the same."""
+    plan = make_plan({"n1": [500, 30_000], "n2": [0, 2_000]})
+    executor = RecordingExecutor()
+    _, stream = prefed(plan, executor, inline_limit=10_000)
+    sink = Sink()
+    try:
+        asyncio.run(stream.run(sink.write))
+    finally:
+        executor.shutdown()
+    assert set(executor.entries) == {"n1/logs/dir/f1.log"}
+    assert 3 <= len(executor.entries) <= 5  # 30 000 bytes in ~5 000-byte steps, the rest inline
+    data = sink.buf.getvalue()
+    assert len(data) == planned_archive_size(plan)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.testzip() is None
+        assert zf.read("n1/logs/dir/f1.log") == content("n1/logs/dir/f1.log", 30_000)
+
