@@ -721,8 +721,9 @@ class ArchiveStream:
         try:
             while not done:
                 if step is None:
-                    await out.push()  # don't sit on output while an agent is slow
-                    await entry.wait_ready()
+                    if not entry.ready:
+                        await out.push()  # don't sit on output while an agent is slow
+                        await entry.wait_ready()
                     step = self._step(pieces, entry)
                 try:
                     taken, done = await step

@@ -204,11 +204,15 @@ class DownloadManager:
     def archive_size(self, plan: Plan) -> int | None:
         return planned_archive_size(plan)
 
-    def start(self, plan: Plan, *, user: str, remote_ip: str | None) -> Download:
+    def prepare(self, plan: Plan, *, user: str, remote_ip: str | None) -> Download:
+        """A download of *plan*, not started yet; its ``archive_size`` is known already (the
+        headers and the size limit use it: the size arithmetic is done once, here)."""
+        return Download(secrets.token_hex(6), plan, self.config, self.agent_api,
+                        user=user, remote_ip=remote_ip, clock=self.clock, executor=self.executor)
+
+    def start(self, download: Download) -> Download:
+        """Admit *download* (`TooManyRequests` past ``max_concurrent``) and count it."""
         self.check_capacity()
-        download = Download(secrets.token_hex(6), plan, self.config, self.agent_api,
-                            user=user, remote_ip=remote_ip, clock=self.clock,
-                            executor=self.executor)
         self.active[download.id] = download
         if self.metrics is not None:
             self.metrics.download_started()
@@ -272,13 +276,16 @@ class DownloadHandler(BaseHandler):
         if send_body:
             manager.check_capacity()  # before asking every agent
         plan = await planner.plan(selection)
-        size = manager.archive_size(plan)
-        planner.check_limit(plan, size)
-        self._set_archive_headers(plan, size)
         if not send_body:
+            size = manager.archive_size(plan)
+            planner.check_limit(plan, size)
+            self._set_archive_headers(plan, size)
             self.finish()
             return
-        self.download = manager.start(plan, user=self._user(), remote_ip=self.request.remote_ip)
+        download = manager.prepare(plan, user=self._user(), remote_ip=self.request.remote_ip)
+        planner.check_limit(plan, download.archive_size)
+        self._set_archive_headers(plan, download.archive_size)
+        self.download = manager.start(download)
         await manager.run(self.download, self._send)
         if self.download.result != "cancelled":
             self.finish()

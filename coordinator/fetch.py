@@ -94,6 +94,7 @@ class EntryFetch:
         self._skip = 0
         self._code = 0
         self._last_activity = 0.0
+        self._timer: asyncio.TimerHandle | None = None  # the idle watchdog of the attempt
 
     async def run(self) -> None:
         if self.entry.remaining == 0:
@@ -152,13 +153,13 @@ class EntryFetch:
         self._skip = 0
         self._code = 0
         self._last_activity = self.clock()
-        watchdog = asyncio.ensure_future(self._watch(request))
+        self._watch()
         try:
             response = await self.api.client.fetch(request, raise_error=False)
         except Exception as exc:  # tornado raises 599s (no response) even so
             return self._judge_failure(exc, start)
         finally:
-            watchdog.cancel()
+            self._unwatch()
             self.request = None
         return self._judge(response, start)
 
@@ -230,20 +231,30 @@ class EntryFetch:
         return waiter
 
     # -- idle timeout ----------------------------------------------------------------------
+    # A timer on the loop, re-armed every min(idle_timeout / 4, 1 s) while an attempt runs
+    # (not a task per attempt: creating, waking and cancelling one cost more than the rest
+    # of a small entry's bookkeeping).
 
-    async def _watch(self, request: HTTPRequest) -> None:
+    def _watch(self) -> None:
         idle = self.config.idle_timeout
-        if idle <= 0:
+        if idle > 0:
+            step = min(idle / 4, 1.0)
+            self._timer = asyncio.get_running_loop().call_later(step, self._tick, idle, step)
+
+    def _unwatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self, idle: float, step: float) -> None:
+        self._timer = None
+        now = self.clock()
+        if self.entry.blocked:
+            self._last_activity = now  # waiting for the client, not for the agent
+        elif now - self._last_activity >= idle:
+            self._abort(f"no data from agent for {idle:g}s (idle_timeout)")
             return
-        step = min(idle / 4, 1.0)
-        while True:
-            await asyncio.sleep(step)
-            now = self.clock()
-            if self.entry.blocked:
-                self._last_activity = now  # waiting for the client, not for the agent
-            elif now - self._last_activity >= idle:
-                self._abort(f"no data from agent for {idle:g}s (idle_timeout)")
-                return
+        self._timer = asyncio.get_running_loop().call_later(step, self._tick, idle, step)
 
     def _abort(self, reason: str) -> None:
         if self._abort_reason is None:

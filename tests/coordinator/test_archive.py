@@ -361,3 +361,14 @@ def test_small_steps_run_on_the_loop_big_ones_in_the_executor() -> None:
         assert zf.testzip() is None
         assert zf.read("n1/logs/dir/f1.log") == content("n1/logs/dir/f1.log", 30_000)
 
+
+def test_ready_small_entries_are_written_in_chunks_not_one_write_each() -> None:
+    """Entries that are ready do not flush the output: 300 small files go out in about
+    archive-size / chunk writes (one write per entry before)."""
+    plan = make_plan({f"n{i:03d}": [200] for i in range(300)})
+    _, stream = prefed(plan)
+    sink = Sink()
+    asyncio.run(stream.run(sink.write))
+    size = len(sink.buf.getvalue())
+    assert size == planned_archive_size(plan)
+    assert sink.writes <= size // CHUNK + 3, (sink.writes, size)
