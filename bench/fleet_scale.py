@@ -21,7 +21,7 @@ processes (``python -m coordinator``, fd limit raised) one after the other:
 2. **download** coordinator (``health.interval`` 1 h: only its first round at start, so no
    health round runs during the downloads), agents_file complete from the start:
 
-   * *plan*: ``GET /api/plan?root=logs&path=small.log`` (a ``/list`` and a ``HEAD`` per node);
+   * *plan*: ``GET /api/plan?root=logs&path=small.log`` (a ``/list`` per node);
    * *download*: ``GET /api/download`` of the same selection (plan + one ``GET`` per node +
      the zip); every archive is checked (zipfile CRCs, N + 3 entries, every node ``ok``).
 
@@ -40,12 +40,22 @@ Writes ``bench/fleet_scale.json`` and the plot ``bench/fleet_scale.png``.
 ``--profile DIR`` also runs ``py-spy record --nonblocking`` on the coordinator during the
 health rounds and during the downloads (``DIR/fleet<N>-<phase>.txt``, collapsed stacks) and
 prints the functions with the most samples; CPU figures of a profiled run are perturbed.
+
+``--compare TREE`` is an interleaved A/B of the download phase instead: one fleet per size,
+two download coordinators — this checkout's and TREE's (another checkout, e.g. ``git
+worktree add /tmp/before <commit>``) — asked in turn, ``--rounds`` times, the order swapped
+every round. It prints each one's median download and plan CPU per node and the median of
+the per-round ratios. Between two runs of the full bench the same code moves by up to 40 %
+on the shared box; inside one interleaved run a 5 % change shows.
+
+    .venv/bin/python bench/fleet_scale.py --sizes 500 --compare /tmp/before --rounds 15
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import math
 import os
@@ -136,7 +146,8 @@ class Sampler(threading.Thread):
 class Coordinator:
     """One coordinator process; ``cpu()`` is its user+system CPU seconds so far."""
 
-    def __init__(self, work: Path, agents_file: Path, interval: float, tag: str) -> None:
+    def __init__(self, work: Path, agents_file: Path, interval: float, tag: str,
+                 repo: Path = REPO) -> None:
         import socket
 
         with socket.socket() as sock:
@@ -154,7 +165,7 @@ class Coordinator:
         path.write_text(yaml.safe_dump(config))
         self.log = work / f"coordinator-{tag}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "coordinator", "--config", str(path)], cwd=REPO,
+            [sys.executable, "-m", "coordinator", "--config", str(path)], cwd=repo,
             stdout=subprocess.DEVNULL, stderr=self.log.open("wb"), preexec_fn=raise_fd_limit)
         self.url = f"http://127.30.0.1:{port}"
         self.process = psutil.Process(self.proc.pid)
@@ -418,6 +429,67 @@ def download_phase(n: int, nodes: list[dict], work: Path,
     }
 
 
+def compare_downloads(n: int, other: Path, rounds: int, work: Path) -> dict[str, Any]:
+    """Interleaved A/B: this checkout's download coordinator against *other*'s."""
+    root = work / "root"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "small.log").write_bytes(SMALL_FILE)
+    sims, nodes = start_sims(n, root, work)
+    agents_file = work / "agents-download.yml"
+    write_agents_file(agents_file, nodes)
+    trees = {"this": REPO, "other": other.resolve()}
+    coordinators: dict[str, Coordinator] = {}
+    try:
+        for tag, repo in trees.items():
+            coordinators[tag] = Coordinator(work, agents_file, 3600.0, tag, repo=repo)
+        for c in coordinators.values():
+            c.wait_for(lambda b: b.get("agents_healthy") == n, f"{n} healthy")
+            download_once(c.url, n, work / "warm.zip")
+        figures = ab_rounds(coordinators, n, rounds, work / "ab.zip")
+    finally:
+        for c in coordinators.values():
+            c.stop()
+        stop_sims(sims)
+    this, other_ = figures["this"]["download"], figures["other"]["download"]
+    return {
+        "nodes": n, "rounds": rounds, "other": str(other),
+        **{f"{tag}_{what}_cpu_ms_per_node": statistics.median(values)
+           for tag, kinds in figures.items() for what, values in kinds.items()},
+        "download_ratio_median": statistics.median(a / b for a, b in zip(this, other_,
+                                                                          strict=True)),
+        "this_download_batches": this, "other_download_batches": other_,
+    }
+
+
+def ab_rounds(coordinators: dict[str, Coordinator], n: int, rounds: int,
+              dest: Path) -> dict[str, dict[str, list[float]]]:
+    """CPU ms per node of each coordinator's downloads and plans, the order swapped every
+    round."""
+    per_batch = batch_size(n)
+    figures: dict[str, dict[str, list[float]]] = {
+        tag: {"download": [], "plan": []} for tag in coordinators}
+    tags = list(coordinators)
+    for r in range(rounds):
+        for tag in tags if r % 2 == 0 else tags[::-1]:
+            c = coordinators[tag]
+            cpu, _ = timed_batches(c, functools.partial(download_once, c.url, n, dest), 1,
+                                   per_batch)
+            figures[tag]["download"].append(cpu[0] * 1000 / n)
+            cpu, _ = timed_batches(c, functools.partial(plan_once, c.url, n), 1, per_batch)
+            figures[tag]["plan"].append(cpu[0] * 1000 / n)
+    return figures
+
+
+def stop_sims(sims: list[subprocess.Popen[bytes]]) -> None:
+    for proc in sims:
+        proc.terminate()
+    for proc in sims:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def measure(n: int, work: Path, profile: Path | None) -> dict[str, Any]:
     root = work / "root"
     root.mkdir(parents=True, exist_ok=True)
@@ -428,13 +500,7 @@ def measure(n: int, work: Path, profile: Path | None) -> dict[str, Any]:
         result.update(health_phase(n, nodes, work, profile))
         result.update(download_phase(n, nodes, work, profile))
     finally:
-        for proc in sims:
-            proc.terminate()
-        for proc in sims:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_sims(sims)
     result["cpu_ms_per_node"] = (result["discovery_cpu_ms_per_node"]
                                  + result["download_cpu_ms_per_node"])
     result["peak_rss_mib"] = max(result["health_peak_rss_mib"], result["download_peak_rss_mib"])
@@ -527,14 +593,33 @@ def print_profile(profile: Path) -> None:
             print(f"  {own:5.1f} {incl:5.1f}  {name}")
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    print(f"\n{'nodes':>6} {'this dl ms/n':>12} {'other dl ms/n':>13} {'ratio':>6} "
+          f"{'this plan':>9} {'other plan':>10}   (medians of {args.rounds} rounds; other = "
+          f"{args.compare})")
+    for n in (int(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix=f"fleet{n}-ab-") as tmp:
+            r = compare_downloads(n, args.compare, args.rounds, Path(tmp))
+        print(f"{n:>6} {r['this_download_cpu_ms_per_node']:>12.3f} "
+              f"{r['other_download_cpu_ms_per_node']:>13.3f} {r['download_ratio_median']:>6.3f} "
+              f"{r['this_plan_cpu_ms_per_node']:>9.3f} {r['other_plan_cpu_ms_per_node']:>10.3f}",
+              flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,100,500")
     parser.add_argument("--out", type=Path, default=HERE / "fleet_scale.json")
     parser.add_argument("--png", type=Path, default=HERE / "fleet_scale.png")
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks into this dir")
+    parser.add_argument("--compare", type=Path, metavar="TREE",
+                        help="interleaved A/B of the download against another checkout")
+    parser.add_argument("--rounds", type=int, default=15, help="A/B rounds (with --compare)")
     args = parser.parse_args(argv)
     raise_fd_limit()
+    if args.compare:
+        return run_compare(args)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     results = []
