@@ -528,11 +528,12 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     cpu_ax.axhline(CPU_TARGET_MS, linestyle=":", color="gray",
                    label=f"target {CPU_TARGET_MS:g} ms/node")
     cpu_ax.set_xscale("log")
-    cpu_ax.set_ylim(bottom=0)
+    top = max([CPU_TARGET_MS] + [r["cpu_ms_per_node"] for r in results])
+    cpu_ax.set_ylim(0, top * 1.45)  # room for the legend above the lines
     cpu_ax.set_xlabel("nodes")
     cpu_ax.set_ylabel("coordinator CPU, ms per node")
     cpu_ax.set_title("CPU per node (flat = linear cost)")
-    cpu_ax.legend(fontsize=7)
+    cpu_ax.legend(fontsize=7, loc="upper center", ncol=2)
     time_ax.plot(nodes, [r["download_seconds"] for r in results], "o-",
                  label="merged download, wall")
     time_ax.plot(nodes, [r["cpu_ms_per_node"] * r["nodes"] / 1000 for r in results], "s-",

@@ -60,8 +60,10 @@ ZIP_THREADS = 2  # worker threads of a coordinator's zip executor (CRC, SHA-256,
 # Measured on the 2-core bench VM: the hop to a worker costs ~35 us of CPU (submit, wake-up,
 # result back through the loop's self-pipe) whatever the size; SHA-256 + CRC-32 cost ~0.63
 # us per KiB, so a 64 KiB step inline blocks the loop about as long as the hop does
-# (41 vs 35-75 us) and a 1 KiB one 40x less. Deflate costs ~2-4x more per byte: a quarter.
+# (41 vs 35-75 us) and a 1 KiB one 40x less. Deflate (level 6) of log text costs ~4 us per
+# KiB, ~6x more: unsized archives inline an eighth (8 KiB, ~35 us).
 INLINE_STEP = 64 * 1024
+INLINE_STEP_DEFLATE = INLINE_STEP // 8
 
 NodeState = Literal["ok", "partial", "failed", "skipped"]
 
@@ -624,7 +626,7 @@ class ArchiveStream:
         self.status = status
         self.executor = executor  # None: the event loop's default executor
         if inline_limit is None:
-            inline_limit = INLINE_STEP if sized else INLINE_STEP // 4  # deflate costs more
+            inline_limit = INLINE_STEP if sized else INLINE_STEP_DEFLATE
         self.inline_limit = inline_limit  # steps over fewer bytes run on the loop (0: never)
         self.entries = entries
         self.sized = sized
