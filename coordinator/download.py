@@ -34,19 +34,17 @@ from common.web import BaseHandler
 from coordinator.agentapi import AgentApi
 from coordinator.archive import (
     ZIP_THREADS,
-    ArchiveStatus,
     ArchiveStream,
     BufferGauge,
     Cancelled,
     EntryData,
-    NodeStatus,
-    iso_time,
     planned_archive_size,
 )
 from coordinator.config import CoordinatorConfig
 from coordinator.fetch import EntryFetch, NodeRun
 from coordinator.model import Plan
 from coordinator.selection import parse_selection, query_arguments
+from coordinator.status import ArchiveStatus, NodeStatus, iso_time
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from tornado.httpclient import HTTPRequest, HTTPResponse
 
 from coordinator.agentapi import AgentApi
-from coordinator.archive import NODE_ERROR_LIMIT, EntryData, NodeStatus, clip_error
+from coordinator.archive import EntryData
 from coordinator.config import DownloadConfig
 from coordinator.model import NodePlan, PlannedFile
+from coordinator.status import NODE_ERROR_LIMIT, NodeStatus, clip_error
 
 CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 BACKOFF_START = 0.25  # seconds before the first resume; doubled each time

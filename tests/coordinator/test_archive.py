@@ -23,14 +23,15 @@ import pytest
 import zipstream.ng
 
 from coordinator import archive
+from coordinator import status as status_files
 from coordinator.archive import (
-    ArchiveStatus,
     ArchiveStream,
     BufferGauge,
     EntryData,
     planned_archive_size,
 )
 from coordinator.model import AgentRef, NodePlan, Plan, PlannedFile, Selection, SkippedNode
+from coordinator.status import ArchiveStatus
 from tests.support import require_tool
 
 CHUNK = 4096
@@ -132,13 +133,13 @@ def test_sized_archive_matches_sources_and_planned_size(tmp_path: Path,
         assert zf.testzip() is None
         names = zf.namelist()
         assert names == ["n1/logs/dir/f0.log", "n1/logs/dir/f1.log", "n1/logs/dir/f2.log",
-                         "n2/logs/dir/f0.log", archive.STATUS_JSON, archive.STATUS_TXT,
-                         archive.SHA256SUMS]
+                         "n2/logs/dir/f0.log", status_files.STATUS_JSON, status_files.STATUS_TXT,
+                         status_files.SHA256SUMS]
         for name in names[:4]:
             info = zf.getinfo(name)
             assert zf.read(name) == content(name, info.file_size)
-        status = json.loads(zf.read(archive.STATUS_JSON))
-        sums = zf.read(archive.SHA256SUMS).decode()
+        status = json.loads(zf.read(status_files.STATUS_JSON))
+        sums = zf.read(status_files.SHA256SUMS).decode()
     assert [n["state"] for n in status["nodes"]] == ["ok", "ok"]
     assert status["nodes"][0]["files"][2] == {
         "path": "dir/f2.log", "size": 10_000, "bytes": 10_000,
@@ -174,8 +175,8 @@ def test_short_long_and_failed_entries_keep_the_size_promise(tmp_path: Path,
         assert first == content("n1/logs/dir/f0.log", 10_000)[:4000] + bytes(6000)
         assert zf.read("n1/logs/dir/f1.log") == content("n1/logs/dir/f1.log", 5000)
         assert zf.read("n2/logs/dir/f0.log") == bytes(7000)
-        status = json.loads(zf.read(archive.STATUS_JSON))
-        text = zf.read(archive.STATUS_TXT).decode()
+        status = json.loads(zf.read(status_files.STATUS_JSON))
+        text = zf.read(status_files.STATUS_TXT).decode()
     nodes = {n["node"]: n for n in status["nodes"]}
     assert nodes["n1"]["state"] == "partial"
     assert nodes["n1"]["files"][0]["bytes"] == 4000
@@ -205,7 +206,7 @@ def test_deflate_leaves_out_entries_that_never_started(tmp_path: Path,
         assert "n2/logs/dir/f0.log" not in zf.namelist()
         assert zf.getinfo("n1/logs/dir/f0.log").compress_type == zipfile.ZIP_DEFLATED
         assert zf.read("n1/logs/dir/f0.log") == content("n1/logs/dir/f0.log", 100_000)[:30_000]
-        status = json.loads(zf.read(archive.STATUS_JSON))
+        status = json.loads(zf.read(status_files.STATUS_JSON))
     nodes = {n["node"]: n for n in status["nodes"]}
     assert nodes["n1"]["state"] == "partial" and nodes["n1"]["files"][0]["bytes"] == 30_000
     assert nodes["n2"]["state"] == "failed" and nodes["n2"]["files"][0]["sha256"] is None
@@ -221,7 +222,7 @@ def test_status_reservation_holds_the_longest_errors() -> None:
         e: {"stop_at": 0, "error": long} for e in ("n1/logs/dir/f0.log", "n2/logs/dir/f0.log")}
     _, entries, stream = build(plan)
     for node in stream.status.nodes:
-        node.error = archive.clip_error(long, archive.NODE_ERROR_LIMIT)
+        node.error = status_files.clip_error(long, status_files.NODE_ERROR_LIMIT)
         node.duration_s = 1e12
     for e in entries:
         e.finish(long)
@@ -236,9 +237,9 @@ def test_status_reservation_holds_the_longest_errors() -> None:
     assert behaviour
     assert len(data) == planned_archive_size(plan)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        status = json.loads(zf.read(archive.STATUS_JSON))
+        status = json.loads(zf.read(status_files.STATUS_JSON))
     error = status["nodes"][0]["files"][0]["error"]
-    assert len(error) == archive.FILE_ERROR_LIMIT and error.endswith("...")
+    assert len(error) == status_files.FILE_ERROR_LIMIT and error.endswith("...")
 
 
 def test_slow_client_keeps_the_pipeline_bounded(inline_limit: int) -> None:

@@ -28,6 +28,7 @@ import pytest
 from tornado.httpserver import HTTPServer
 
 from coordinator import archive
+from coordinator import status as status_files
 from coordinator.app import make_app
 from coordinator.config import CoordinatorConfig, DownloadConfig, StaticAgent
 from tests.support import ServerProcess, free_port, http_get, require_tool, write_yaml
@@ -174,7 +175,7 @@ def open_stream(c: Coordinator, path: str) -> tuple[http.client.HTTPConnection,
 def read_status(body: bytes) -> dict[str, Any]:
     with zipfile.ZipFile(io.BytesIO(body)) as zf:
         assert zf.testzip() is None
-        return dict(json.loads(zf.read(archive.STATUS_JSON)))
+        return dict(json.loads(zf.read(status_files.STATUS_JSON)))
 
 
 def node_status(status: dict[str, Any], node: str) -> dict[str, Any]:
