@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
+import trustme
 
 from tests.cli.conftest import AGENT_HOSTS, Fleet, run_cli
 from tests.cli.test_check_rules import PERF_RE
@@ -110,7 +110,6 @@ def test_unknown_for_a_non_health_answer_and_bad_arguments(fleet: Fleet) -> None
 
 
 def test_tls_agent_needs_the_right_ca(fleet: Fleet, tmp_path: Path) -> None:
-    trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     host = AGENT_HOSTS[1]
     pem = tmp_path / "agent.pem"
