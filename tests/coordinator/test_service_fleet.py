@@ -58,13 +58,15 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         "download": {"max_archive_size": "200KB", "connect_timeout": "2s"},
     })
     started: list[ServerProcess] = []
+    fleet = Fleet(coordinator, agents)
     try:
         for server in [*agents.values(), coordinator]:
             started.append(server.start())
         wait_for(lambda: http_get(coordinator.url + "/readyz")[0] == 200)
-        yield Fleet(coordinator, agents)
+        yield fleet
     finally:
-        for server in reversed(started):
+        # fleet.agents too: a test may replace an agent with a restarted process
+        for server in [*reversed(started), *fleet.agents.values()]:
             server.stop()
 
 
