@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -22,10 +23,8 @@ def no_process_left_behind() -> Iterator[None]:
     yield
     left = psutil.Process().children(recursive=True)
     for child in left:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             child.terminate()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(left, timeout=5)
     names = []
     for child in left:
