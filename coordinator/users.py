@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import logging
@@ -105,6 +106,12 @@ def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
     return (name, password) if sep else None
 
 
+@functools.cache
+def _unknown_user_hash() -> str:
+    """A hash of a random password, compared against when the user name is unknown."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
 @dataclass
 class UserStore:
     """Basic-auth users; empty and disabled when no users_file is configured."""
@@ -125,6 +132,9 @@ class UserStore:
     def check(self, name: str, password: str) -> bool:
         encoded = self.users.get(name)
         if encoded is None:
+            # Spend the same PBKDF2 work as for a known user, so the answer's timing does
+            # not tell which user names exist.
+            verify_password(password, _unknown_user_hash())
             return False
         key = hashlib.sha256(f"{name}\0{password}\0{encoded}".encode()).digest()
         if key in self._verified:

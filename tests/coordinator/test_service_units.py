@@ -154,3 +154,19 @@ def test_example_config_loads_and_documents_every_key() -> None:
     names = keys(CoordinatorConfig) + [k for cls in nested for k in keys(cls)]
     missing = [name for name in names if f"{name}:" not in text]
     assert not missing, missing
+
+
+def test_unknown_user_costs_a_hash_check_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timing must not tell which user names exist: an unknown name is checked against a
+    hash as well."""
+    from coordinator import users
+
+    store = users.UserStore(None, {"alice": hash_password("right", iterations=1000)})
+    calls: list[str] = []
+    real = users.verify_password
+    monkeypatch.setattr(users, "verify_password",
+                        lambda password, encoded: calls.append(encoded) or real(password, encoded))
+    assert not store.check("mallory", "right")
+    assert not store.check("alice", "wrong")
+    assert store.check("alice", "right")
+    assert len(calls) == 3 and calls[0] != store.users["alice"]
