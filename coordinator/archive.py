@@ -6,18 +6,23 @@ await "gone out"); the fetcher (`coordinator.fetch`) fills one `EntryData` per p
 file. The pipeline drives zipstream-ng's synchronous generator:
 
     agent fetch ──feed()──▶ EntryData (bounded) ──next()──▶ ZipStream ──write()──▶ client
-                  awaits space           awaited ready, in a worker      one write in flight
+                  awaits space           awaited ready               one write in flight
+                                             └──▶ DigestLane (SHA-256, in a worker)
 
 Before every step of the zip generator the driver awaits "the current entry has a chunk
-ready or is finished", so the generator never blocks and never sees an empty buffer. A step
-(`_zip_step`: up to one chunk through SHA-256, CRC-32 and, unsized, deflate) over a big piece
-runs in a small thread pool: those release the GIL, so the hashing uses another core while
-the event loop moves bytes between the sockets; one step is in flight per download, so
-order is kept. A step over less than `INLINE_STEP` bytes (small files, zip headers, the
-tail of an entry) runs on the event loop: hashing it costs less than the hop to a worker.
+ready or is finished", so the generator never blocks and never sees an empty buffer. The
+work per byte is spread over three lanes that overlap on different cores:
+
+* the event loop moves bytes between the sockets and runs the zip steps of stored archives
+  (`_zip_step`: zipstream-ng's CRC-32 over up to one chunk, ~0.17 ms per MiB);
+* each entry's `DigestLane` computes its SHA-256 (the dearest part, ~0.55 ms per MiB) in a
+  small thread pool as the chunks arrive (`coordinator.digest`);
+* deflate steps (unsized archives) run in the same pool when they are over
+  `INLINE_STEP_DEFLATE` bytes; one step is in flight per download, so order is kept.
+
 Each stage awaits the next one, so a slow client slows the agents down: memory stays
-bounded by ``parallel`` entry buffers (under two chunks each) plus two output chunks,
-whatever the file sizes.
+bounded by ``parallel`` entry buffers (a few chunks each, held until both the zip and the
+digest lane are done with them) plus two output chunks, whatever the file sizes.
 
 Sized (stored) archives promise an exact ``Content-Length``. Every entry is written at its
 planned size (cut if the agent sends more, zero-padded if it sends less or fails) and the
@@ -28,7 +33,6 @@ promise always holds.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -37,6 +41,7 @@ from typing import Any
 
 from zipstream import ZIP_DEFLATED, ZIP_STORED, ZipStream
 
+from coordinator.digest import INLINE_HASH, DigestLane
 from coordinator.model import Plan
 from coordinator.status import (
     FILE_ERROR_LIMIT,
@@ -54,15 +59,15 @@ from coordinator.status import (
 )
 
 ZERO_CHUNK = 64 * 1024  # zero padding is yielded in pieces of this size (or the entry limit)
-ZIP_THREADS = 2  # worker threads of a coordinator's zip executor (CRC, SHA-256, deflate)
-# A zip step over fewer bytes than this runs on the event loop, a bigger one in the executor.
-# Measured on the 2-core bench VM: the hop to a worker costs ~35 us of CPU (submit, wake-up,
-# result back through the loop's self-pipe) whatever the size; SHA-256 + CRC-32 cost ~0.63
-# us per KiB, so a 64 KiB step inline blocks the loop about as long as the hop does
-# (41 vs 35-75 us) and a 1 KiB one 40x less. Deflate (level 6) of log text costs ~4 us per
-# KiB, ~6x more: unsized archives inline an eighth (8 KiB, ~35 us).
-INLINE_STEP = 64 * 1024
-INLINE_STEP_DEFLATE = INLINE_STEP // 8
+ZIP_THREADS = 2  # worker threads of a coordinator's zip executor (SHA-256 lanes, deflate)
+# Where a zip step runs. Stored: always on the event loop. Its only work is the CRC-32
+# (~0.17 ms per MiB), and with the SHA-256 in the digest lanes, a hop to a worker per step
+# cost more than it saved: interleaved A/B on the 2-core bench VM (bench/coordinator_zip.py,
+# 3 x 3 rounds), steps on the loop were 1.09x faster (858 vs 784 MiB/s median). Deflate (level
+# 6) costs ~4 ms per MiB of log text: a step over 8 KiB (~35 us) goes to a worker, a
+# smaller one (zip headers, small files, the tail of an entry) costs less than the hop.
+INLINE_STEP = 1 << 62
+INLINE_STEP_DEFLATE = 8 * 1024
 # ---------------------------------------------------------------------------------------------
 # Size arithmetic
 
@@ -116,9 +121,11 @@ class EntryData:
     """One entry's bytes on their way from an agent fetch to the zip generator.
 
     The producer (`coordinator.fetch`) awaits `feed` (flow control: it returns once the
-    buffer is below *limit*) and calls `finish`. The consumer is zipstream-ng, which iterates
-    this object synchronously; the driver awaits `wait_ready` before each step, so
-    ``__next__`` always has a chunk, the zero padding, or the end to give.
+    entry holds less than *limit*) and calls `finish`. The consumer is zipstream-ng, which
+    iterates this object synchronously; the driver awaits `wait_ready` before each step, so
+    ``__next__`` always has a chunk, the zero padding, or the end to give. Beside it, the
+    entry's `DigestLane` computes its SHA-256 from the same chunks as they arrive (in a
+    worker thread): a chunk is held until both the zip and the lane are done with it.
 
     What the agent sends beyond the planned size is cut; in a sized archive what it does not
     send is zero-filled, so the entry is always exactly its planned size.
@@ -126,22 +133,28 @@ class EntryData:
 
     def __init__(self, status: FileStatus, *, sized: bool, limit: int,
                  gauge: BufferGauge | None = None,
-                 on_consumed: Callable[[], None] | None = None) -> None:
+                 on_consumed: Callable[[], None] | None = None,
+                 executor: Executor | None = None,
+                 hash_inline_limit: int = INLINE_HASH) -> None:
         self.status = status
         self.sized = sized
         self.limit = limit
         self.gauge = gauge or BufferGauge()
         self.on_consumed = on_consumed
         self._chunks: deque[bytes] = deque()
-        self._buffered = 0
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
         self._finished = False
+        self._discarded = False
         self._padded = 0
-        self._hash = hashlib.sha256()
-        self._taken = 0  # bytes the zip took since the last `settle`
+        self._taken = 0  # bytes the zip took since the last `settle` (maybe in a worker)
+        self._zipped = 0  # bytes the zip took, as of the last `settle`
+        self._hashed = 0  # bytes the digest lane hashed
+        self._freed = 0  # bytes no longer held: zipped and hashed (or discarded)
         self._consumed = False
+        self.lane = DigestLane(executor, self._on_hashed, self._on_digest,
+                               inline_limit=hash_inline_limit)
 
     # -- producer side ---------------------------------------------------------------------
 
@@ -158,20 +171,26 @@ class EntryData:
     def finished(self) -> bool:
         return self._finished
 
+    @property
+    def held(self) -> int:
+        """Bytes received that the zip or the digest lane still needs."""
+        return self.status.bytes - self._freed
+
     def feed(self, chunk: bytes) -> Awaitable[bool] | None:
         """Queue *chunk* (cut at the planned size).
 
         Returns None when there is room for more, else an awaitable that resolves once
-        the zip has taken enough (the shape tornado's ``streaming_callback`` may return).
+        the zip and the digest lane have taken enough (the shape tornado's
+        ``streaming_callback`` may return).
         """
         chunk = chunk[: self.remaining]
         if chunk and not self._finished:
             self._chunks.append(chunk)
-            self._buffered += len(chunk)
             self.gauge.add(len(chunk))
             self.status.bytes += len(chunk)
             self._readable.set()
-        if self._buffered >= self.limit and not self._finished:
+            self.lane.update(chunk)
+        if self.held >= self.limit and not self._finished:
             self._writable.clear()
             return self._writable.wait()
         return None
@@ -190,13 +209,16 @@ class EntryData:
             self.status.error = clip_error(error, FILE_ERROR_LIMIT)
         if not self.sized and self.status.bytes == 0 and error is not None:
             self.status.included = False  # unsized: a file that never started is left out
+        if self.sized:
+            self.lane.zeros(self.status.size - self.status.bytes)  # the padding to come
+        self.lane.close()
         self._readable.set()
         self._writable.set()  # release a producer still waiting
 
     # -- consumer side ---------------------------------------------------------------------
-    # ``__next__`` may run in a zip worker thread (see `ArchiveStream`): it only pops chunks,
-    # hashes them and counts what it took. Everything asyncio (events, the gauge, the slot)
-    # is settled on the event loop by `settle` once the step is over.
+    # ``__next__`` may run in a zip worker thread (see `ArchiveStream`): it only pops chunks
+    # and counts what it took. Everything asyncio (events, the gauge, the slot) is settled
+    # on the event loop by `settle` once the step is over.
 
     @property
     def ready(self) -> bool:
@@ -206,7 +228,9 @@ class EntryData:
     def step_bytes(self) -> int:
         """Bytes a zip step could take now: the chunks buffered, plus the zero padding still
         due once the entry is finished (on the event loop, between steps)."""
-        ready = self._buffered - self._taken
+        ready = self.status.bytes - self._zipped - self._taken
+        if self._discarded:
+            ready = 0
         if self._finished and self.sized:
             ready += max(self.status.size - self.status.bytes - self._padded, 0)
         return ready
@@ -215,6 +239,10 @@ class EntryData:
         while not self.ready:
             self._readable.clear()
             await self._readable.wait()
+
+    async def digested(self) -> None:
+        """The entry's SHA-256 is known (or the entry was discarded)."""
+        await self.lane.done.wait()
 
     def __bool__(self) -> bool:  # zipstream-ng tests `if not iterable`
         return True
@@ -226,7 +254,6 @@ class EntryData:
         if self._chunks:
             chunk = self._chunks.popleft()
             self._taken += len(chunk)
-            self._hash.update(chunk)  # releases the GIL on big buffers
             return chunk
         if not self._finished:
             raise RuntimeError(f"{self.status.entry}: read before data was ready")
@@ -234,22 +261,35 @@ class EntryData:
         if padding > 0:
             zeros = bytes(min(padding, max(self.limit, ZERO_CHUNK)))
             self._padded += len(zeros)
-            self._hash.update(zeros)
             return zeros
-        if not self._consumed:
-            self._consumed = True
-            self.status.sha256 = self._hash.hexdigest()
+        self._consumed = True
         raise StopIteration
 
     def settle(self) -> None:
         """On the event loop after a zip step: free the room taken, release the slot."""
         taken, self._taken = self._taken, 0
-        self._buffered -= taken
-        self.gauge.add(-taken)
-        if self._buffered < self.limit:
-            self._writable.set()
+        self._zipped += taken
+        self._release()
         if self._consumed:
+            self._on_digest()
             self.release()
+
+    def _on_hashed(self, count: int) -> None:
+        self._hashed += count
+        self._release()
+
+    def _on_digest(self) -> None:
+        """The zip is done with the entry and its digest is known: record it."""
+        if self._consumed and self.lane.digest is not None:
+            self.status.sha256 = self.lane.digest
+
+    def _release(self) -> None:
+        freed = self.status.bytes if self._discarded else min(self._zipped, self._hashed)
+        if freed > self._freed:
+            self.gauge.add(self._freed - freed)
+            self._freed = freed
+        if self.held < self.limit:
+            self._writable.set()
 
     def release(self) -> None:
         """The zip is done with this entry (streamed, or left out): free its slot."""
@@ -260,8 +300,9 @@ class EntryData:
     def discard(self) -> None:
         """Drop what is buffered (the download is being cancelled)."""
         self._chunks.clear()
-        self.gauge.add(-(self._buffered - self._taken))
-        self._buffered = self._taken  # `settle` takes the rest off after a running step
+        self._discarded = True
+        self.lane.cancel()
+        self._release()
         self.finish("cancelled")
 
 
@@ -441,6 +482,9 @@ class ArchiveStream:
                 self._check()
                 await self._entry(entry, out)
             self._check()
+            for entry in self.entries:  # a digest lane may still be hashing the last chunks
+                await entry.digested()
+            self._check()
             self.settle()
             if not self.sized:
                 self._queue_status()
@@ -537,9 +581,9 @@ def _zip_step(pieces: Iterator[bytes], entry: EntryData,
               budget: int) -> tuple[list[bytes], bool]:
     """One step of the zip generator over *entry*: (pieces, finished).
 
-    Takes pieces while *entry* has data ready, up to about *budget* bytes. The CRC-32
-    (zipstream-ng), SHA-256 (`EntryData`) and deflate all release the GIL on big buffers, so
-    they run on another core while the event loop moves bytes between the sockets.
+    Takes pieces while *entry* has data ready, up to about *budget* bytes, through
+    zipstream-ng's CRC-32 and, unsized, deflate (both release the GIL on big buffers, so a
+    deflate step in a worker runs on another core while the event loop moves bytes).
     """
     out: list[bytes] = []
     size = 0

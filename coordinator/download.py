@@ -74,13 +74,14 @@ class Download:
         self.entries: list[EntryData] = []
         self.fetches: list[EntryFetch] = []
         # The agent client reads bodies in pieces of chunk_size (`make_http_client`). An
-        # entry takes pieces until it holds a chunk, so it holds under 2 chunks, and the agent
-        # keeps sending while the zip works on the previous piece.
-        limit = settings.chunk_size
+        # entry takes pieces until it holds two chunks, so it holds under 3, and the next
+        # chunk is there when the zip and the digest lane are done with the previous one
+        # (with one, both waited for the agent's next read each time).
+        limit = 2 * settings.chunk_size
         for run in self.nodes:
             for file, file_status in zip(run.plan.files, run.status.files, strict=True):
                 entry = EntryData(file_status, sized=self.sized, limit=limit, gauge=self.gauge,
-                                  on_consumed=self.slots.release)
+                                  on_consumed=self.slots.release, executor=executor)
                 self.entries.append(entry)
                 self.fetches.append(EntryFetch(agent_api, settings, run, file, entry))
         self.stream = ArchiveStream(self.status, self.entries, sized=self.sized,
@@ -182,8 +183,8 @@ class DownloadManager:
                  clock: Callable[[], float] = time.time,
                  executor: Executor | None = None) -> None:
         self.config = config
-        # The zip steps (CRC-32, SHA-256, deflate) of every download run here, one step in
-        # flight per download; the threads start on first use.
+        # The SHA-256 lanes (one job per entry in flight) and deflate steps (one per
+        # download) of every download run here; the threads start on first use.
         self.executor = executor or ThreadPoolExecutor(ZIP_THREADS,
                                                        thread_name_prefix="fleetzip-zip")
         self.agent_api = agent_api

@@ -36,7 +36,7 @@ from tests.support import require_tool
 
 CHUNK = 4096
 # Zip steps of the pipeline: all in worker threads (inline_limit 0), or all on the event loop
-# (these tests' steps are far below the default INLINE_STEP).
+# (INLINE_STEP: every step of a stored archive, and these tests' deflate steps).
 STEP_MODES = {"threads": 0, "inline": archive.INLINE_STEP}
 
 
