@@ -8,7 +8,10 @@ read from the page cache). Each round measures, in turn:
 
 * direct: N curl processes download the N files from the agents at once (wall time);
 * coordinator: curl downloads ``/api/download?root=data`` (stored, exact Content-Length);
-* flask: curl downloads the same merged zip from bench/flask_baseline.py under waitress.
+* flask: curl downloads the same merged zip from bench/flask_baseline.py under waitress;
+* floor: curl downloads the N files' bytes through bench/relay_floor.py, which only
+  forwards them and computes SHA-256 + CRC-32 of every byte: the least work any merged-zip
+  server must do per byte, so the ceiling of this machine for the coordinator.
 
 Targets: coordinator >= 0.5 x direct, coordinator >= 2 x flask (medians of the rounds).
 The machine is small and shared: only ratios measured in the same run mean anything.
@@ -54,7 +57,7 @@ from _common import (
 )
 
 FILE = "f.bin"
-MODES = ("direct", "coordinator", "flask")
+MODES = ("direct", "coordinator", "flask", "floor")
 TARGET_DIRECT = 0.5
 TARGET_FLASK = 2.0
 
@@ -66,7 +69,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-time", type=float, default=300.0)
     parser.add_argument("--modes", default=",".join(MODES),
-                        help="comma-separated subset of direct,coordinator,flask")
+                        help="comma-separated subset of " + ",".join(MODES))
     parser.add_argument("--chunk-size", default=None,
                         help="the coordinator's download.chunk_size (default: its own)")
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE",
@@ -121,6 +124,16 @@ def flask(tmp: Path, nodes: list[Server]) -> Server:
     for s in nodes:
         argv += ["--source", f"{s.name}={s.file_url}"]
     return Server("flask", argv, base, f"{base}/download", "/livez", tmp / "flask.log")
+
+
+def floor(tmp: Path, nodes: list[Server]) -> Server:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, str(REPO_DIR / "bench" / "relay_floor.py"),
+            "--listen", f"127.0.0.1:{port}"]
+    for s in nodes:
+        argv += ["--source", s.file_url]
+    return Server("floor", argv, base, f"{base}/download", "/livez", tmp / "floor.log")
 
 
 def curl_many(urls: Sequence[str], max_time: float) -> tuple[list[int], float]:
@@ -219,6 +232,9 @@ def report(modes: dict[str, Mode], args: argparse.Namespace, size: int) -> bool:
     coord = modes.get("coordinator")
     ratios = {"direct": paired(coord, modes.get("direct")),
               "flask": paired(coord, modes.get("flask"))}
+    ceiling = {"direct": paired(modes.get("floor"), modes.get("direct")),
+               "flask": paired(modes.get("floor"), modes.get("flask")),
+               "coordinator": paired(coord, modes.get("floor"))}
     ok = True
     for name, target in (("direct", TARGET_DIRECT), ("flask", TARGET_FLASK)):
         ratio = ratios[name]
@@ -229,6 +245,10 @@ def report(modes: dict[str, Mode], args: argparse.Namespace, size: int) -> bool:
         ok = ok and met
         print(f"coordinator / {name:<6} = {ratio:.2f} (median of per-round ratios; ratio of "
               f"medians {medians:.2f}); target >= {target:g}: {'met' if met else 'MISSED'}")
+    for name, ratio in ceiling.items():
+        if ratio is not None:
+            a, b = ("coordinator", "floor") if name == "coordinator" else ("floor", name)
+            print(f"{a} / {b:<6} = {ratio:.2f} (median of per-round ratios)")
     print(json.dumps({
         "bench": "coordinator_zip", "agents": args.agents, "size": size, "rounds": args.rounds,
         "median_bytes_per_s": {k: median(m.speeds) for k, m in modes.items()},
@@ -237,6 +257,8 @@ def report(modes: dict[str, Mode], args: argparse.Namespace, size: int) -> bool:
         "main_thread_cpu_s_per_gib": {k: median(m.main_cpu_per_gib)
                                       for k, m in modes.items() if m.servers},
         "ratio_direct": ratios["direct"], "ratio_flask": ratios["flask"],
+        "floor_ratio_direct": ceiling["direct"], "floor_ratio_flask": ceiling["flask"],
+        "ratio_floor": ceiling["coordinator"],
         "targets_met": ok, "machine": machine_notes()}))
     return ok
 
@@ -261,13 +283,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         nodes = agents(tmp, source, args.agents)
         coord = coordinator(tmp, nodes, args.chunk_size)
         baseline = flask(tmp, nodes)
-        servers = [*nodes, coord] + ([baseline] if "flask" in wanted else [])
+        relay = floor(tmp, nodes)
+        servers = [*nodes, coord] + ([baseline] if "flask" in wanted else []) + (
+            [relay] if "floor" in wanted else [])
         with running(servers):
             zip_size = archive_size(coord)
             candidates = {
                 "direct": Mode("direct", [s.file_url for s in nodes], [], [size] * len(nodes)),
                 "coordinator": Mode("coordinator", [coord.file_url], [coord], [zip_size]),
                 "flask": Mode("flask", [baseline.file_url], [baseline], []),
+                "floor": Mode("floor", [relay.file_url], [relay], [size * len(nodes)]),
             }
             modes = {name: candidates[name] for name in MODES if name in wanted}
             profile = (py_spy(coord.pid, args.profile) if args.profile
