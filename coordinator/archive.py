@@ -279,12 +279,15 @@ class EntryData:
         self._release()
 
     def _on_digest(self) -> None:
-        """The zip is done with the entry and its digest is known: record it."""
+        """The lane is done, or the zip is: record the digest once both are."""
         if self._consumed and self.lane.digest is not None:
             self.status.sha256 = self.lane.digest
+        self._release()
 
     def _release(self) -> None:
-        freed = self.status.bytes if self._discarded else min(self._zipped, self._hashed)
+        # A lane that is done (hashed all, or cancelled) holds nothing any more.
+        hashed = self.status.bytes if self.lane.done.is_set() else self._hashed
+        freed = self.status.bytes if self._discarded else min(self._zipped, hashed)
         if freed > self._freed:
             self.gauge.add(self._freed - freed)
             self._freed = freed

@@ -150,3 +150,54 @@ def test_an_entry_holds_its_bytes_until_the_digest_lane_has_them() -> None:
         executor.shutdown()
     assert status.sha256 == hashlib.sha256(data).hexdigest()
     assert gauge.current == 0
+
+
+class FailingExecutor(ThreadPoolExecutor):
+    """Every job raises in its worker thread."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        def fail() -> Any:
+            raise MemoryError("no memory for hashing")
+
+        return super().submit(fail)
+
+
+def test_a_failed_hash_job_neither_blocks_the_agent_nor_the_archive() -> None:
+    """Should a hashing job ever fail, the entry goes on without a digest (logged) instead of
+    waiting for one forever; a shut-down executor is hashed inline instead."""
+    executor = FailingExecutor()
+    status = FileStatus("f.log", "n1/logs/f.log", 50_000)
+    data = os.urandom(50_000)
+
+    async def go() -> None:
+        entry = EntryData(status, sized=True, limit=8_000, executor=executor,
+                          hash_inline_limit=1_000)
+        for start in range(0, len(data), 5_000):
+            waiter = entry.feed(data[start:start + 5_000])
+            while entry.step_bytes > 0:
+                next(entry)
+            entry.settle()
+            if waiter is not None:
+                await asyncio.wait_for(waiter, 5)
+        entry.finish()
+        assert list(entry) == []
+        entry.settle()
+        await asyncio.wait_for(entry.digested(), 5)
+
+        stopped = ThreadPoolExecutor(1)
+        stopped.shutdown()
+        lane = DigestLane(stopped, lambda n: None, lambda: None, inline_limit=10)
+        lane.update(b"z" * 100)
+        lane.close()
+        await asyncio.wait_for(lane.done.wait(), 5)
+        assert lane.digest == hashlib.sha256(b"z" * 100).hexdigest()
+
+    try:
+        asyncio.run(go())
+    finally:
+        executor.shutdown()
+    assert status.sha256 is None  # no digest rather than a wrong one
+    assert status.bytes == 50_000
