@@ -28,8 +28,9 @@ from tornado.iostream import StreamClosedError
 
 from agent.bandwidth import TokenBucket
 from agent.paths import OpenFile, open_regular_file
-from agent.ranges import Conditions, Plan, Validators, make_etag, plan_response
+from agent.ranges import Conditions, Plan, Validators, plan_response
 from agent.state import AgentState
+from common.etag import make_etag
 from common.web import BaseHandler, error_body
 
 log = logging.getLogger(__name__)

@@ -51,11 +51,6 @@ class Conditions:
     if_unmodified_since: str | None = None
 
 
-def make_etag(inode: int, size: int, mtime_ns: int) -> str:
-    """A strong ETag that changes whenever the file's size or modification time does."""
-    return f'"{inode:x}-{size:x}-{mtime_ns:x}"'
-
-
 def parse_http_date(value: str | None) -> int | None:
     """An HTTP date as whole epoch seconds; None when absent or invalid (then ignored)."""
     if not value:

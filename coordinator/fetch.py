@@ -9,6 +9,9 @@ abortable.
 * An agent that drops or stalls mid-entry is asked again from the byte reached, up to
   ``download.resume_attempts`` times. One that cannot be reached before its first byte is
   marked down: its remaining files are not tried (they are zero-filled or left out).
+* A resume that finds another file at the path (the agent's ETag names another inode:
+  the log was rotated while its agent was away) stops the entry there instead of splicing
+  the new file's bytes onto the old one's (`common.etag`).
 * ``idle_timeout``: no byte for that long (while the zip is ready to take one) aborts the
   connection — tornado's client has no cancel, `AgentApi.abort` closes its socket.
 """
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 
 from tornado.httpclient import HTTPRequest, HTTPResponse
 
+from common.etag import file_identity
 from coordinator.agentapi import AgentApi
 from coordinator.archive import EntryData
 from coordinator.config import DownloadConfig
@@ -94,6 +98,8 @@ class EntryFetch:
         self._abort_reason: str | None = None
         self._skip = 0
         self._code = 0
+        self._identity: str | None = None  # the file's inode, from the first answer's ETag
+        self._replaced = False
         self._last_activity = 0.0
         self._timer: asyncio.TimerHandle | None = None  # the idle watchdog of the attempt
 
@@ -125,6 +131,8 @@ class EntryFetch:
             outcome = await self._attempt()
             if self.cancelled:
                 return "cancelled"
+            if self._replaced:
+                return self._gave_up(outcome.error or "file replaced on the agent", retries)
             if outcome.error is None:
                 return None if not outcome.short else self._short_message()
             if outcome.unreachable and reached == 0 == self.entry.received:
@@ -206,6 +214,8 @@ class EntryFetch:
             self._skip = 0
         elif line.lower().startswith("content-range:") and self._code == 206:
             self._check_content_range(line.split(":", 1)[1].strip())
+        elif line.lower().startswith("etag:") and self._code in (200, 206):
+            self._check_identity(line.split(":", 1)[1].strip())
         elif line.strip() == "" and self._code == 200:
             self._skip = self.entry.received  # the agent ignored Range: drop what we have
 
@@ -213,6 +223,16 @@ class EntryFetch:
         match = CONTENT_RANGE_RE.match(value)
         if match is None or int(match.group(1)) != self.entry.received:
             self._abort(f"agent sent an unexpected Content-Range {value!r}")
+
+    def _check_identity(self, etag: str) -> None:
+        identity = file_identity(etag)
+        if identity is None:
+            return  # not a fleetzip agent's ETag: nothing to compare
+        if self._identity is None:
+            self._identity = identity
+        elif identity != self._identity:
+            self._replaced = True
+            self._abort("file replaced on the agent during the download (rotated?)")
 
     def _on_chunk(self, chunk: bytes) -> Awaitable[bool] | None:
         self._last_activity = self.clock()

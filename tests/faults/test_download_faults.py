@@ -294,6 +294,32 @@ def test_file_rotated_during_download(fleet: Fleet, tmp_path: Path) -> None:
     assert_nothing_left(fleet, baseline)
 
 
+def test_file_rotated_while_its_agent_is_down_is_not_spliced(fleet: Fleet,
+                                                             tmp_path: Path) -> None:
+    """Killed mid-entry, and the file rotated (renamed, recreated with other bytes) before
+    the agent is back: the resume finds another file at the path. Its bytes must not be
+    spliced onto the first file's; the entry ends where the first file's bytes end."""
+    data = two_agents(fleet)
+    fleet.start_coordinator()
+    background, baseline = start(fleet, tmp_path, 2, glob="*.bin")
+    victim = fleet.agents[0]
+    wait_for_bytes(fleet, "n1", 96 * 1024)
+    os.kill(victim.pid, signal.SIGKILL)
+    path = victim.root / "big.bin"
+    path.rename(path.with_suffix(".bin.1"))
+    path.write_bytes(make_bytes(BIG + 1000, seed=99))
+    fleet.restart(victim)
+    _, archive, status = finish(background)
+    entry = assert_entry_truthful(archive, status, "n1", "big.bin", data["n1"])
+    print(f"n1: state {node_status(status, 'n1')['state']}, {entry}")
+    assert 0 < entry["bytes"] < BIG
+    assert "file replaced on the agent" in entry["error"]
+    assert node_status(status, "n1")["state"] == "partial"
+    assert_entry_truthful(archive, status, "n2", "big.bin", data["n2"])
+    assert node_status(status, "n2")["state"] == "ok"
+    assert_nothing_left(fleet, baseline)
+
+
 @pytest.mark.parametrize("compression", ["stored", "deflate"])
 def test_coordinator_sigterm_mid_download(fleet: Fleet, tmp_path: Path,
                                           compression: str) -> None:
