@@ -269,9 +269,8 @@ class EntryData:
         """On the event loop after a zip step: free the room taken, release the slot."""
         taken, self._taken = self._taken, 0
         self._zipped += taken
-        self._release()
+        self._on_digest()  # frees the room, and records the digest once the zip is done
         if self._consumed:
-            self._on_digest()
             self.release()
 
     def _on_hashed(self, count: int) -> None:
