@@ -16,11 +16,9 @@ import asyncio
 import contextlib
 import email.utils
 import logging
-import mimetypes
 import os
 import socket
 import time
-import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import Executor
 
@@ -30,6 +28,11 @@ from agent.bandwidth import TokenBucket
 from agent.paths import OpenFile, open_regular_file
 from agent.ranges import Conditions, Plan, Validators, plan_response
 from agent.state import AgentState
+from common.download_headers import (
+    FILE_RESPONSE_HEADERS,
+    attachment_disposition,
+    content_type_for_name,
+)
 from common.etag import make_etag
 from common.web import BaseHandler, error_body
 
@@ -38,25 +41,15 @@ log = logging.getLogger(__name__)
 UNSENT_LOWAT = 128 * 1024  # unsent bytes the kernel may queue per download (limit_unsent)
 
 
-def content_disposition(name: str) -> str:
-    """``attachment`` with an ASCII fallback and an RFC 6266 / RFC 8187 ``filename*``."""
-    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
-    if fallback == name:
-        return f'attachment; filename="{name}"'
-    encoded = urllib.parse.quote(name, safe="")
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
-
-
-def content_type(name: str) -> str:
-    guessed, encoding = mimetypes.guess_type(name, strict=False)
-    if encoding or not guessed:  # a .gz is sent as bytes, not re-labelled as its contents
-        return "application/gzip" if encoding == "gzip" else "application/octet-stream"
-    return guessed
-
-
 class FileHandler(BaseHandler):
     route = "files"
     protected = True
+
+    def set_default_headers(self) -> None:
+        # Also called when an error replaces the answer: 4xx/5xx of this route carry them too.
+        super().set_default_headers()
+        for name, value in FILE_RESPONSE_HEADERS.items():
+            self.set_header(name, value)
 
     @property
     def state(self) -> AgentState:
@@ -120,8 +113,8 @@ class FileHandler(BaseHandler):
 
     def set_span_headers(self, plan: Plan, opened: OpenFile) -> None:
         self.set_status(plan.status)
-        self.set_header("Content-Type", content_type(opened.name))
-        self.set_header("Content-Disposition", content_disposition(opened.name))
+        self.set_header("Content-Type", content_type_for_name(opened.name))
+        self.set_header("Content-Disposition", attachment_disposition(opened.name))
         self.set_header("Content-Length", str(plan.length))
         if plan.status == 206:
             self.set_header("Content-Range", f"bytes {plan.start}-{plan.stop - 1}/{opened.size}")

@@ -1,9 +1,11 @@
 """``GET /list/{root}[/{dir}]``: the files (and dirs) below a directory of a root.
 
-Listing is split into plain functions — `compile_glob`, `parse_since`, `walk` — and a thin
-handler. `walk` runs in an executor (it blocks on the file system). It never follows a
-symlink out of the root and never descends into a symlinked directory (no loops); a
-symlink to a file inside the root is listed with the target's size and time.
+Listing is split into plain functions — `parse_since`, `walk`, `list_entries` — and a thin
+handler; globs are `common.globs` (linear-time, shared with the coordinator). `walk` runs in
+an executor (it blocks on the file system). It never follows a symlink out of the root and
+never descends into a symlinked directory (no loops); a symlink to a file inside the root is
+listed with the target's size and time. It is iterative and stops `MAX_WALK_DEPTH` levels
+down; directories it did not enter (too deep, unreadable) are answered in ``skipped``.
 
 Entry paths are always relative to the root, even when a directory is listed.
 """
@@ -13,20 +15,23 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import re
 import stat
 import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.paths import is_inside, resolve, root_dir
 from common.config import parse_duration
 from common.errors import BadRequest
+from common.globs import Glob, GlobError, compile_glob
 from common.web import BaseHandler
 
-MAX_GLOB_LENGTH = 1024
+# Levels below the listed directory that a recursive listing descends. Far deeper than any
+# real log tree, and bounded so a hostile or broken tree (issue 11, S10: > 1000 levels) costs
+# a bounded walk; deeper directories are reported in ``skipped`` instead of failing.
+MAX_WALK_DEPTH = 128
 
 
 @dataclass(frozen=True)
@@ -38,55 +43,6 @@ class Entry:
 
     def as_json(self) -> dict[str, Any]:
         return {"path": self.path, "size": self.size, "mtime": self.mtime, "type": self.type}
-
-
-def compile_glob(pattern: str) -> re.Pattern[str]:
-    """A regex for a glob over ``/``-separated relative paths.
-
-    ``*`` and ``?`` stay inside one segment, ``[...]`` is a character class, ``**`` as a
-    whole segment matches any number of segments (none included). Raises ValueError.
-    """
-    if not pattern or len(pattern) > MAX_GLOB_LENGTH:
-        raise ValueError("a glob must be 1 to 1024 characters")
-    if pattern.startswith("/") or "\\" in pattern or "\x00" in pattern:
-        raise ValueError("a glob is relative and uses '/' only")
-    segments = pattern.split("/")
-    if any(seg in ("", ".", "..") for seg in segments):
-        raise ValueError("a glob may not hold empty, '.' or '..' segments")
-    parts: list[str] = []
-    for i, seg in enumerate(segments):
-        last = i == len(segments) - 1
-        if seg == "**":
-            parts.append(".*" if last else "(?:[^/]+/)*")
-        else:
-            parts.append(_segment_regex(seg) + ("" if last else "/"))
-    return re.compile("".join(parts) + r"\Z", re.DOTALL)
-
-
-def _segment_regex(seg: str) -> str:
-    out: list[str] = []
-    i = 0
-    while i < len(seg):
-        ch = seg[i]
-        if ch == "*":
-            if seg.startswith("**", i):
-                raise ValueError("'**' must be a whole path segment")
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "[":
-            end = seg.find("]", i + 2 if seg[i + 1 : i + 2] in ("!", "]") else i + 1)
-            if end < 0:
-                raise ValueError("unclosed '[' in glob")
-            body = seg[i + 1 : end]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
-            i = end
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    return "".join(out)
 
 
 def parse_since(value: str, now: float | None = None) -> float:
@@ -124,41 +80,86 @@ def _stat_inside(real_root: str, path: str, is_link: bool) -> os.stat_result | N
         return None
 
 
-def walk(real_root: str, directory: str, recursive: bool) -> Iterator[Entry]:
-    """Files and dirs below *directory* (a real path inside *real_root*), sorted by path."""
+@dataclass(frozen=True)
+class Skipped:
+    """A directory a recursive listing did not look into, and why.
+
+    ``too_deep``: it lies `MAX_WALK_DEPTH` levels below the listed directory;
+    ``unreadable``: it could not be read (permissions, gone, name too long).
+    """
+
+    path: str  # relative to the root ("." for the root itself)
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclass
+class Listing:
+    entries: list[Entry] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def _children(real_root: str, directory: str, skipped: list[Skipped]) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(directory) as it:
-            children = sorted(it, key=lambda e: e.name)
+            return sorted(it, key=lambda e: e.name)
     except OSError:
-        return
-    for child in children:
+        skipped.append(Skipped(os.path.relpath(directory, real_root), "unreadable"))
+        return []
+
+
+def walk(
+    real_root: str,
+    directory: str,
+    recursive: bool,
+    skipped: list[Skipped],
+    max_depth: int = MAX_WALK_DEPTH,
+) -> Iterator[Entry]:
+    """Files and dirs below *directory* (a real path inside *real_root*), depth first.
+
+    Iterative (a stack of sibling lists, no recursion), names sorted in each directory. A
+    directory *max_depth* levels below *directory* is listed but not entered; it and every
+    directory that cannot be read are appended to *skipped*.
+    """
+    stack = [iter(_children(real_root, directory, skipped))]
+    while stack:
+        child = next(stack[-1], None)
+        if child is None:
+            stack.pop()
+            continue
         is_link = child.is_symlink()
         info = _stat_inside(real_root, child.path, is_link)
         if info is None or not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
             continue
-        yield _entry(real_root, child.path, info)
+        entry = _entry(real_root, child.path, info)
+        yield entry
         if recursive and stat.S_ISDIR(info.st_mode) and not is_link:
-            yield from walk(real_root, child.path, recursive)
+            if len(stack) >= max_depth:
+                skipped.append(Skipped(entry.path, "too_deep"))
+            else:
+                stack.append(iter(_children(real_root, child.path, skipped)))
 
 
 def list_entries(
     real_roots: dict[str, str],
     root: str,
     directory: str,
-    glob: re.Pattern[str] | None,
+    glob: Glob | None,
     recursive: bool,
     since: float | None,
-) -> list[Entry]:
+) -> Listing:
     """The listing (blocking: run it in an executor). Raises BadRequest / NotFound."""
     real_root = root_dir(real_roots, root)
     target = resolve(real_roots, root, directory)
     info = os.stat(target)
+    listing = Listing()
     if stat.S_ISREG(info.st_mode):
         found: Iterator[Entry] = iter([_entry(real_root, target, info)])
         base = os.path.dirname(target)
     else:
-        found, base = walk(real_root, target, recursive), target
-    result = []
+        found, base = walk(real_root, target, recursive, listing.skipped), target
     for entry in found:
         if since is not None and entry.mtime < since:
             continue
@@ -167,8 +168,8 @@ def list_entries(
                 continue  # a glob selects files; directories are only walked through
             if not glob.match(os.path.relpath(os.path.join(real_root, entry.path), base)):
                 continue
-        result.append(entry)
-    return result
+        listing.entries.append(entry)
+    return listing
 
 
 class ListHandler(BaseHandler):
@@ -178,12 +179,10 @@ class ListHandler(BaseHandler):
     async def get(self, root: str, directory: str | None = None) -> None:
         glob = self.glob_argument()
         since = self.since_argument()
-        recursive = self.bool_argument("recursive") or _needs_recursion(
-            self.get_argument("glob", "")
-        )
+        recursive = self.bool_argument("recursive") or (glob is not None and glob.recursive)
         loop = asyncio.get_running_loop()
         executor: Executor | None = self.settings.get("file_executor")
-        entries = await loop.run_in_executor(
+        listing = await loop.run_in_executor(
             executor,
             list_entries,
             self.settings["real_roots"],
@@ -197,18 +196,19 @@ class ListHandler(BaseHandler):
             {
                 "node": self.settings["node"],
                 "root": root,
-                "entries": [entry.as_json() for entry in entries],
+                "entries": [entry.as_json() for entry in listing.entries],
+                "skipped": [skipped.as_json() for skipped in listing.skipped],
             }
         )
 
-    def glob_argument(self) -> re.Pattern[str] | None:
+    def glob_argument(self) -> Glob | None:
         value = self.get_argument("glob", "")
         if not value:
             return None
         try:
             return compile_glob(value)
-        except (ValueError, re.error) as exc:
-            raise BadRequest(f"invalid glob {value!r}: {exc}", parameter="glob") from None
+        except GlobError as exc:
+            raise BadRequest(f"invalid glob: {exc}", parameter="glob") from None
 
     def since_argument(self) -> float | None:
         value = self.get_argument("since", "")
@@ -231,6 +231,3 @@ class ListHandler(BaseHandler):
             return True
         raise BadRequest(f"invalid {name} {value!r}: use true or false", parameter=name)
 
-
-def _needs_recursion(glob: str) -> bool:
-    return "/" in glob or "**" in glob

@@ -11,6 +11,7 @@
         ├── PreconditionFailed     412
         ├── PayloadTooLarge        413
         ├── RangeNotSatisfiable    416
+        ├── HeaderTooLarge         431  one request header over its limit, named
         ├── TooManyRequests        429  with a Retry-After
         └── Unavailable            503  draining, or nothing healthy to ask
 
@@ -87,6 +88,16 @@ class PayloadTooLarge(ApiError):
 
 class RangeNotSatisfiable(ApiError):
     status, code = 416, "range_not_satisfiable"
+
+
+class HeaderTooLarge(ApiError):
+    """431 (RFC 6585 §5) for one header field over its limit; the message names it."""
+
+    status, code = 431, "request_header_fields_too_large"
+
+    def __init__(self, message: str, *, header: str) -> None:
+        super().__init__(message)
+        self.header = header
 
 
 class TooManyRequests(ApiError):

@@ -5,7 +5,9 @@ Every problem is a `BadRequest` whose message starts with the parameter's name:
 * ``root`` (required): one path segment, the name of a root on the agents;
 * ``path``: a file or directory below the root (surrounding ``/`` are ignored);
 * ``glob``: relative to ``path`` (or the root); ``*``, ``?``, ``[...]`` and ``**`` as a
-  whole segment; no ``..``, no leading ``/``, no backslash;
+  whole segment; no ``..``, no leading ``/``, no backslash; at most
+  `common.globs.MAX_GLOB_LENGTH` characters and `common.globs.MAX_GLOB_WILDCARDS` wildcards
+  (the agents refuse the same globs);
 * ``since``: a duration (``30m``, ``2h``, ``1d``: modified within it), epoch seconds
   (``1700000000``) or an ISO 8601 time (no zone: UTC);
 * ``nodes``: comma list of known node names (repeating the parameter works too);
@@ -25,6 +27,7 @@ from typing import cast
 
 from common.config import parse_duration
 from common.errors import BadRequest
+from common.globs import compile_glob
 from common.names import check_node_name, check_relative_path
 from coordinator.model import Compression, Selection
 
@@ -83,29 +86,15 @@ def parse_path(value: str | None) -> str | None:
 
 
 def parse_glob(value: str | None) -> str | None:
+    """The glob as given, checked by the agents' own rules and limits (`common.globs`)."""
     if value is None:
         return None
     try:
         check_relative_path(value)
+        compile_glob(value)
     except ValueError as exc:
         raise bad("glob", str(exc)) from None
-    for segment in value.split("/"):
-        if "**" in segment and segment != "**":
-            raise bad("glob", f"'**' must be a whole path segment, not {segment!r}")
-        _check_brackets(segment)
     return value
-
-
-def _check_brackets(segment: str) -> None:
-    depth_open = False
-    for index, ch in enumerate(segment):
-        if ch == "[" and not depth_open:
-            depth_open = True
-            start = index
-        elif ch == "]" and depth_open and index > start + 1:
-            depth_open = False
-    if depth_open:
-        raise bad("glob", f"unclosed '[' in {segment!r}")
 
 
 def parse_since(value: str | None, now: float) -> float | None:

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from agent.bandwidth import TokenBucket
-from agent.files import content_disposition, content_type
-from agent.listing import compile_glob, parse_since
+from agent.listing import parse_since
 from agent.paths import is_inside, resolve
 from agent.ranges import Conditions, Plan, Validators, parse_range, plan_response
+from common.download_headers import attachment_disposition, content_type_for_name
 from common.errors import BadRequest, NotFound
+from common.globs import compile_glob
 
 V = Validators(etag='"abc"', mtime=1_700_000_000)
 
@@ -146,10 +147,10 @@ def test_resolve_and_is_inside(tmp_path: Path) -> None:
 
 
 def test_headers_helpers() -> None:
-    assert content_disposition("a.log") == 'attachment; filename="a.log"'
-    assert content_disposition('q"x.log') == (
+    assert attachment_disposition("a.log") == 'attachment; filename="a.log"'
+    assert attachment_disposition('q"x.log') == (
         "attachment; filename=\"q_x.log\"; filename*=UTF-8''q%22x.log"
     )
-    assert content_type("x.json") == "application/json"
-    assert content_type("x.log.gz") == "application/gzip"
-    assert content_type("noext") == "application/octet-stream"
+    assert content_type_for_name("x.json") == "application/json"
+    assert content_type_for_name("x.log.gz") == "application/gzip"
+    assert content_type_for_name("noext") == "application/octet-stream"
