@@ -10,7 +10,7 @@ import pytest
 
 from common.errors import BadRequest
 from coordinator.discovery import parse_file_sd
-from coordinator.planner import checked_entries
+from coordinator.listing import checked_entries
 from coordinator.selection import parse_selection
 from coordinator.users import hash_password, read_users, verify_password
 
