@@ -342,18 +342,22 @@ class DownloadHandler(BaseHandler):
     async def _flush_within(self, piece: bytes, timeout: float) -> None:
         self.write(piece)
         flushed: Future[None] = self.flush()
-        timer = asyncio.get_running_loop().call_later(timeout, self._drop_stalled, timeout)
+        timer = asyncio.get_running_loop().call_later(timeout, self._drop_stalled, flushed,
+                                                      timeout)
         try:
             await flushed
         finally:
             timer.cancel()
 
-    def _drop_stalled(self, timeout: float) -> None:
+    def _drop_stalled(self, flushed: Future[None], timeout: float) -> None:
         """The client took nothing for *timeout* s: free its slot and its agents."""
         reason = f"the client read nothing for download.client_timeout = {timeout:g}s"
         log.warning("download %s dropped: %s", self.download and self.download.id, reason)
         if self.download is not None:
             self.download.cancel(reason)
+        # Closing forgets the pending write's future without resolving it: end the wait.
+        if not flushed.done():
+            flushed.set_exception(StreamClosedError())
         self.request.connection.close()  # type: ignore[union-attr]
 
     def on_connection_close(self) -> None:
