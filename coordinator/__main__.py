@@ -32,7 +32,7 @@ CLOSE_TIMEOUT = 2.0  # seconds to close the remaining connections after the grac
 # hold a connection for an hour by sending its headers a byte at a time (or not at all).
 HEADER_TIMEOUT = 10.0  # s to send a request's headers; also how long an idle keep-alive lasts
 BODY_TIMEOUT = 30.0  # s to send a request body (registrations are a few hundred bytes)
-MAX_HEADER_SIZE = 16 * 1024  # request line + headers; larger: the connection is closed
+MAX_HEADER_SIZE = 64 * 1024  # request line + headers; larger: the connection is closed
 MAX_BODY_SIZE = 1024 * 1024  # no route takes more (a registration is capped at 64 KiB)
 log = logging.getLogger("coordinator")
 

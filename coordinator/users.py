@@ -12,9 +12,10 @@ run in a thread, never on the event loop: ten wrong passwords in parallel once f
 ``/livez`` and every running download for 3 s. A browser sends Basic credentials with every
 request, so a verified ``(user, password)`` pair is remembered — as an HMAC under a
 per-process random key, never the password — until the next reload. An unknown user name
-is checked against a hash of the same cost. Wrong credentials are counted per client
-address (`FailureLimiter`): past ``FAILURE_LIMIT`` in ``FAILURE_WINDOW`` the address gets
-429 with ``Retry-After``. Hashes and tokens are compared in constant time.
+is checked against a hash of the same cost. Wrong passwords are counted per client address
+(`FailureLimiter`): past ``FAILURE_LIMIT`` in ``FAILURE_WINDOW`` the address gets 429 with
+``Retry-After`` for any password not verified before. Hashes and tokens are compared in
+constant time.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ DEFAULT_ITERATIONS = 600_000  # OWASP 2023 advice for PBKDF2-HMAC-SHA256
 MIN_ITERATIONS = 1_000
 SALT_BYTES = 16
 CACHE_SIZE = 256  # verified credentials remembered (a browser sends them with every request)
-FAILURE_LIMIT = 10  # wrong credentials per client address within FAILURE_WINDOW, then 429
+FAILURE_LIMIT = 10  # wrong passwords per client address within FAILURE_WINDOW, then 429
 FAILURE_WINDOW = 60.0  # seconds
 TRACKED_ADDRESSES = 4096  # client addresses whose failures are remembered
 PENDING_CHECKS = 32  # password checks queued or running at once, over all clients
@@ -211,7 +212,7 @@ class UserStore:
 
 
 class FailureLimiter:
-    """Wrong credentials per client address: at most *limit* within *window* seconds.
+    """Wrong passwords per client address: at most *limit* within *window* seconds.
 
     Checks still running count as failures until they end, so a burst of parallel guesses
     is cut at *limit* too. Past the limit the address gets `TooManyRequests` (429, with
@@ -244,7 +245,7 @@ class FailureLimiter:
         if len(failures) + self._pending.get(address, 0) >= self.limit:
             wait = failures[0] + self.window - self.clock() if failures else 1.0
             raise TooManyRequests(
-                f"too many wrong credentials from {address}: at most {self.limit} in "
+                f"too many wrong passwords from {address}: at most {self.limit} in "
                 f"{self.window:.0f}s; retry later", retry_after=max(1, math.ceil(wait)))
         if sum(self._pending.values()) >= self.max_pending:
             raise TooManyRequests("too many password checks in progress; retry later")
@@ -273,10 +274,12 @@ class ClientAuthenticator:
     """Bearer tokens and/or Basic users; open when neither is configured.
 
     ``challenge`` lists Basic first when users exist, so a browser shows its login prompt.
-    `authenticate` names the `Caller`; wrong credentials count against the client address
-    in a `FailureLimiter`. A Basic password verified before passes even from an address
-    past its limit (it costs no hashing), so guessing from a shared address cannot lock
-    out a signed-in browser there.
+    `authenticate` names the `Caller`. Wrong Basic passwords count against the client
+    address in a `FailureLimiter` (passwords are chosen by people and costly to check;
+    tokens are generated secrets checked in constant time for next to nothing, so they are
+    not limited). A password verified before passes even from an address past its limit
+    (it costs no hashing): guessing from a shared address cannot lock out a signed-in
+    browser there.
     """
 
     def __init__(self, tokens: TokenStore, users: UserStore,
@@ -307,21 +310,22 @@ class ClientAuthenticator:
             return Caller("anonymous", f"address:{address}")
         header = request.headers.get("Authorization")
         token = bearer_token(header) if self.tokens.enabled else None
-        credentials = basic_credentials(header) if self.users.enabled else None
-        if credentials is not None and self.users.cached(*credentials):
-            return Caller(credentials[0], f"user:{credentials[0]}")
-        if token is None and credentials is None:
-            return None  # nothing was guessed: no failure to count
-        self.limiter.admit(address)
         if token is not None:
-            if self.tokens.check(header):
-                return Caller("token", "token:" + self._token_id(token))
-        elif credentials is not None:
-            with self.limiter.checking(address):
-                if await self.users.check(*credentials):
-                    return Caller(credentials[0], f"user:{credentials[0]}")
+            if not self.tokens.check(header):
+                return None
+            return Caller("token", "token:" + self._token_id(token))
+        credentials = basic_credentials(header) if self.users.enabled else None
+        if credentials is None:
+            return None
+        name = credentials[0]
+        if self.users.cached(*credentials):
+            return Caller(name, f"user:{name}")
+        self.limiter.admit(address)
+        with self.limiter.checking(address):
+            if await self.users.check(*credentials):
+                return Caller(name, f"user:{name}")
         self.limiter.failed(address)
-        log.info("wrong credentials from %s", address)
+        log.info("wrong password for %r from %s", name[:64], address)
         return None
 
     def _token_id(self, token: str) -> str:
