@@ -6,8 +6,11 @@ traceback. Each handler class names its ``route`` for metrics and logs.
 
 App settings read here (all optional):
 
-* ``authenticator`` — an object with ``check(request) -> bool`` and ``challenge`` (the
-  ``WWW-Authenticate`` value); handlers with ``protected = True`` call it.
+* ``authenticator`` — an object with ``async authenticate(request)`` (the caller, stored
+  as ``current_user``, or None for missing/wrong credentials; it may raise an `ApiError`
+  such as 429) and ``challenge`` (the ``WWW-Authenticate`` value); handlers with
+  ``protected = True`` call it before their verb method, so a slow check (a password hash
+  in a thread) never blocks the event loop.
 * ``http_metrics`` — a `common.metrics.HttpMetrics`.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -29,7 +33,7 @@ log = logging.getLogger(__name__)
 class Authenticator(Protocol):
     challenge: str
 
-    def check(self, request: HTTPServerRequest) -> bool: ...
+    def authenticate(self, request: HTTPServerRequest) -> Awaitable[object | None]: ...
 
 
 class TokenAuthenticator:
@@ -40,8 +44,8 @@ class TokenAuthenticator:
     def __init__(self, store: Any) -> None:
         self.store = store
 
-    def check(self, request: HTTPServerRequest) -> bool:
-        return bool(self.store.check(request.headers.get("Authorization")))
+    async def authenticate(self, request: HTTPServerRequest) -> str | None:
+        return "token" if self.store.check(request.headers.get("Authorization")) else None
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -52,17 +56,21 @@ class BaseHandler(tornado.web.RequestHandler):
     route = "other"
     protected = False
 
-    def prepare(self) -> None:
-        if self.protected:
-            self.require_auth()
+    def prepare(self) -> Awaitable[None] | None:
+        return self.require_auth() if self.protected else None
 
-    def require_auth(self) -> None:
+    async def require_auth(self) -> None:
+        """Sets ``current_user``; `Unauthorized` when the credentials are missing or wrong."""
         authenticator: Authenticator | None = self.settings.get("authenticator")
-        if authenticator is not None and not authenticator.check(self.request):
+        if authenticator is None:
+            return
+        caller = await authenticator.authenticate(self.request)
+        if caller is None:
             raise Unauthorized(
                 "missing or invalid credentials",
                 headers={"WWW-Authenticate": authenticator.challenge},
             )
+        self.current_user = caller
 
     def write_json(self, body: Any, status: int = 200, content_type: str | None = None) -> None:
         self.set_status(status)

@@ -28,6 +28,12 @@ from coordinator.app import CoordinatorService, make_app
 
 PROG = "fleetzip-coordinator"
 CLOSE_TIMEOUT = 2.0  # seconds to close the remaining connections after the grace period
+# Limits of the HTTP layer, before any handler runs. Tornado's defaults would let a client
+# hold a connection for an hour by sending its headers a byte at a time (or not at all).
+HEADER_TIMEOUT = 10.0  # s to send a request's headers; also how long an idle keep-alive lasts
+BODY_TIMEOUT = 30.0  # s to send a request body (registrations are a few hundred bytes)
+MAX_HEADER_SIZE = 64 * 1024  # request line + headers; larger: the connection is closed
+MAX_BODY_SIZE = 1024 * 1024  # no route takes more (a registration is capped at 64 KiB)
 log = logging.getLogger("coordinator")
 
 
@@ -36,7 +42,9 @@ async def serve(config: coordinator_config.CoordinatorConfig,
     app = make_app(config, service=service)
     host, port = config.host_port
     ssl_options = config.tls.server_context() if config.tls else None
-    server = HTTPServer(app, ssl_options=ssl_options, xheaders=False)
+    server = HTTPServer(app, ssl_options=ssl_options, xheaders=False,
+                        idle_connection_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT,
+                        max_header_size=MAX_HEADER_SIZE, max_body_size=MAX_BODY_SIZE)
     try:
         server.listen(port, address=host)
     except OSError as exc:

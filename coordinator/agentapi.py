@@ -238,7 +238,7 @@ class AgentApi:
             raise AgentStatusError(response.code, _error_message(response), _error_code(response))
         try:
             return json.loads(response.body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested too deep
             raise AgentError(f"invalid JSON from agent: {exc}") from exc
 
     async def list(self, agent: AgentRef, root: str, path: str | None = None, *,

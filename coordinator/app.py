@@ -16,8 +16,8 @@ Shared objects in ``app.settings`` (handlers read them by these exact names):
                     ``add_bytes(n)``, ``download_finished(result)``, ``active``
 ``http_metrics``    ``metrics.http`` (used by `common.web.BaseHandler.on_finish`)
 ``audit``           `coordinator.audit.AuditLog`: ``download(user=, request=, nodes=, ...)``
-``authenticator``   `coordinator.users.ClientAuthenticator`: ``check(request)``,
-                    ``identify(request) -> user name | "token" | "anonymous" | None``
+``authenticator``   `coordinator.users.ClientAuthenticator`: ``await authenticate(request)``
+                    -> `coordinator.users.Caller` | None (429 past the failure limit)
 ``draining``        an `asyncio.Event`, set on SIGTERM: refuse new downloads (503)
 ``health_poller``   `coordinator.healthpoll.HealthPoller`
 ``downloads``       the `coordinator.download.DownloadManager`
@@ -34,6 +34,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import tornado.web
@@ -60,13 +61,18 @@ NODE_FILE_ROUTE = r"/api/nodes/([^/]+)/files/([^/]+)/(.+)"
 
 
 def open_authenticator(config: CoordinatorConfig) -> ClientAuthenticator:
-    """Load token_file and users_file; a bad file is a `ConfigError` naming it."""
+    """Load token_file and users_file; a bad file is a `ConfigError` naming it.
+
+    Password hashes are checked in one thread of their own: a flood of guesses queues
+    there (bounded by the failure limiter) instead of taking the zip threads or the loop.
+    """
     try:
         tokens = TokenStore.open(config.token_file)
     except (OSError, ValueError) as exc:
         raise ConfigError(str(config.token_file), "token_file", str(exc)) from None
     try:
-        users = UserStore.open(config.users_file)
+        users = UserStore.open(config.users_file, ThreadPoolExecutor(
+            1, thread_name_prefix="fleetzip-auth"))
     except (OSError, ValueError) as exc:
         raise ConfigError(str(config.users_file), "users_file", str(exc)) from None
     return ClientAuthenticator(tokens, users)
@@ -137,6 +143,8 @@ class CoordinatorService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self.audit.close()
+        if self.authenticator.users.executor is not None:
+            self.authenticator.users.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def make_app(config: CoordinatorConfig, *, clock: Callable[[], float] | None = None,

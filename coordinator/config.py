@@ -50,12 +50,16 @@ class DownloadConfig:
     resume_attempts: int = 3
     max_archive_size: Size = 0  # 0 = unlimited
     max_concurrent: int = 8  # merged downloads at once; more get 429
+    max_per_user: int = 4  # merged downloads at once per user / token / address; more get 429
+    client_timeout: Duration = 60.0  # a client that reads nothing for this long is dropped
     chunk_size: Size = 1024 * 1024  # size of the pieces written to the client
 
     def __post_init__(self) -> None:
-        for name in ("parallel", "max_concurrent", "chunk_size"):
+        for name in ("parallel", "max_concurrent", "max_per_user", "chunk_size"):
             if getattr(self, name) < 1:
                 raise FieldError(name, "must be at least 1")
+        if self.client_timeout <= 0:
+            raise FieldError("client_timeout", "must be more than 0s")
         if self.resume_attempts < 0:
             raise FieldError("resume_attempts", "cannot be negative")
 

@@ -8,11 +8,17 @@ hand the client's ``write + flush`` to a `Download`, which runs the zip pipeline
   freed when the zip is done with its entry, so at most that many entry buffers exist;
 * the client leaving (a failed flush, or ``on_connection_close``) cancels every agent
   fetch of that download at once;
-* each download is counted in the metrics and written to the audit log.
+* each download is counted in the metrics and written to the audit log;
+* admission: at most ``download.max_concurrent`` downloads, and ``download.max_per_user``
+  per caller (a Basic user, a bearer token, or a client address when auth is off); more
+  get 429 with ``Retry-After``;
+* a client that takes no byte for ``download.client_timeout`` is dropped: the archive is
+  written in pieces of `CLIENT_PIECE` and each must go out within the timeout, else the
+  connection is closed, the agent fetches cancelled and the slot freed.
 
 App settings read here: ``downloads`` (a `DownloadManager`), ``planner``
-(`coordinator.planner.Planner`), and optionally ``authenticator`` (its ``identify``
-names the user for the audit log).
+(`coordinator.planner.Planner`); the caller is ``current_user`` (a
+`coordinator.users.Caller`, set by the authenticator in ``prepare``).
 """
 
 from __future__ import annotations
@@ -45,10 +51,14 @@ from coordinator.fetch import EntryFetch, NodeRun
 from coordinator.model import Plan
 from coordinator.selection import parse_selection, query_arguments
 from coordinator.status import ArchiveStatus, NodeStatus, iso_time
+from coordinator.users import Caller
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER = 5  # seconds a client over max_concurrent is told to wait
+RETRY_AFTER = 5  # seconds a client over max_concurrent / max_per_user is told to wait
+# The client must take this much within client_timeout (so a reader slower than 256 KiB a
+# minute is dropped at the default); smaller pieces cost more flushes per byte.
+CLIENT_PIECE = 256 * 1024
 
 
 class Download:
@@ -56,11 +66,12 @@ class Download:
 
     def __init__(self, download_id: str, plan: Plan, config: CoordinatorConfig,
                  agent_api: AgentApi, *, user: str, remote_ip: str | None,
-                 clock: Callable[[], float] = time.time,
+                 caller_key: str | None = None, clock: Callable[[], float] = time.time,
                  executor: Executor | None = None) -> None:
         self.id = download_id
         self.plan = plan
         self.user = user
+        self.caller_key = caller_key or f"user:{user}"  # what max_per_user counts
         self.remote_ip = remote_ip
         self.clock = clock
         self.started = clock()
@@ -99,11 +110,13 @@ class Download:
             await self.stream.run(write, on_sent)
         except (Cancelled, StreamClosedError):
             self.result = "cancelled"
+        else:
+            # Every byte went out: a client that closed right after its last byte (its
+            # `cancel` may come first) cancelled nothing.
+            self.result = self._outcome()
         finally:
             scheduler.cancel()
             self.cancel_fetches("download ended")
-        if self.result is None:
-            self.result = self._outcome()
         return self.result
 
     def cancel(self, reason: str = "client left") -> None:
@@ -193,25 +206,38 @@ class DownloadManager:
         self.clock = clock
         self.active: dict[str, Download] = {}
 
-    def check_capacity(self) -> None:
+    def check_capacity(self, caller_key: str | None = None) -> None:
+        """`TooManyRequests` past ``max_concurrent``, or past ``max_per_user`` for
+        *caller_key*."""
         limit = self.config.download.max_concurrent
         if len(self.active) >= limit:
             raise TooManyRequests(
                 f"{len(self.active)} merged downloads are running, the limit is "
                 f"download.max_concurrent = {limit}; retry later", retry_after=RETRY_AFTER)
+        if caller_key is None:
+            return
+        per_caller = self.config.download.max_per_user
+        mine = sum(1 for d in self.active.values() if d.caller_key == caller_key)
+        if mine >= per_caller:
+            raise TooManyRequests(
+                f"you have {mine} merged downloads running, the limit is "
+                f"download.max_per_user = {per_caller}; retry later", retry_after=RETRY_AFTER)
 
     def archive_size(self, plan: Plan) -> int | None:
         return planned_archive_size(plan)
 
-    def prepare(self, plan: Plan, *, user: str, remote_ip: str | None) -> Download:
+    def prepare(self, plan: Plan, *, user: str, remote_ip: str | None,
+                caller_key: str | None = None) -> Download:
         """A download of *plan*, not started yet; its ``archive_size`` is known already (the
         headers and the size limit use it: the size arithmetic is done once, here)."""
         return Download(secrets.token_hex(6), plan, self.config, self.agent_api,
-                        user=user, remote_ip=remote_ip, clock=self.clock, executor=self.executor)
+                        user=user, remote_ip=remote_ip, caller_key=caller_key,
+                        clock=self.clock, executor=self.executor)
 
     def start(self, download: Download) -> Download:
-        """Admit *download* (`TooManyRequests` past ``max_concurrent``) and count it."""
-        self.check_capacity()
+        """Admit *download* (`TooManyRequests` past ``max_concurrent`` or
+        ``max_per_user``) and count it."""
+        self.check_capacity(download.caller_key)
         self.active[download.id] = download
         if self.metrics is not None:
             self.metrics.download_started()
@@ -272,8 +298,9 @@ class DownloadHandler(BaseHandler):
         draining = self.settings.get("draining")
         if draining is not None and draining.is_set():
             raise Unavailable("the coordinator is shutting down", retry_after=RETRY_AFTER)
+        caller = self._caller()
         if send_body:
-            manager.check_capacity()  # before asking every agent
+            manager.check_capacity(caller.key)  # before asking every agent
         plan = await planner.plan(selection)
         if not send_body:
             size = manager.archive_size(plan)
@@ -281,7 +308,8 @@ class DownloadHandler(BaseHandler):
             self._set_archive_headers(plan, size)
             self.finish()
             return
-        download = manager.prepare(plan, user=self._user(), remote_ip=self.request.remote_ip)
+        download = manager.prepare(plan, user=caller.name, remote_ip=self.request.remote_ip,
+                                   caller_key=caller.key)
         planner.check_limit(plan, download.archive_size)
         self._set_archive_headers(plan, download.archive_size)
         self.download = manager.start(download)
@@ -297,21 +325,51 @@ class DownloadHandler(BaseHandler):
         if size is not None:
             self.set_header("Content-Length", str(size))
 
-    def _send(self, data: bytes) -> Future[None]:
-        """Queue *data*; the future resolves once it went out (the pipeline awaits it)."""
-        self.write(data)
-        return self.flush()
+    async def _send(self, data: bytes) -> None:
+        """Write *data*; return once it went out (the pipeline awaits it).
+
+        One piece at a time (tornado resolves only the latest write's future); a piece
+        the client does not take within ``client_timeout`` drops the client.
+        """
+        timeout = self.settings["downloads"].config.download.client_timeout
+        if len(data) <= CLIENT_PIECE:
+            await self._flush_within(data, timeout)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), CLIENT_PIECE):
+            await self._flush_within(bytes(view[start:start + CLIENT_PIECE]), timeout)
+
+    async def _flush_within(self, piece: bytes, timeout: float) -> None:
+        self.write(piece)
+        flushed: Future[None] = self.flush()
+        timer = asyncio.get_running_loop().call_later(timeout, self._drop_stalled, flushed,
+                                                      timeout)
+        try:
+            await flushed
+        finally:
+            timer.cancel()
+
+    def _drop_stalled(self, flushed: Future[None], timeout: float) -> None:
+        """The client took nothing for *timeout* s: free its slot and its agents."""
+        reason = f"the client read nothing for download.client_timeout = {timeout:g}s"
+        log.warning("download %s dropped: %s", self.download and self.download.id, reason)
+        if self.download is not None:
+            self.download.cancel(reason)
+        # Closing forgets the pending write's future without resolving it: end the wait.
+        if not flushed.done():
+            flushed.set_exception(StreamClosedError())
+        self.request.connection.close()  # type: ignore[union-attr]
 
     def on_connection_close(self) -> None:
         if self.download is not None:
             self.download.cancel("client left")
 
-    def _user(self) -> str:
-        authenticator = self.settings.get("authenticator")
-        identify = getattr(authenticator, "identify", None)
-        if identify is None:
-            return "anonymous"
-        return str(identify(self.request) or "anonymous")
+    def _caller(self) -> Caller:
+        """The authenticated caller; without an authenticator, the client address."""
+        caller = self.current_user
+        if isinstance(caller, Caller):
+            return caller
+        return Caller("anonymous", f"address:{self.request.remote_ip}")
 
 
 class DownloadsHandler(BaseHandler):

@@ -67,6 +67,10 @@ class NodePlan:
     def entry_name(self, file: PlannedFile) -> str:
         return f"{self.agent.name}/{self.root}/{file.path}"
 
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
 
 @dataclass(frozen=True)
 class SkippedNode:

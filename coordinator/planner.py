@@ -9,9 +9,11 @@ download from a large fleet). An agent that is down, refuses or times out is *fa
 answering 404 (no such root or path) or listing nothing is *skipped*; both are recorded
 with the reason and the plan goes on.
 
-Listings are untrusted: an entry whose path fails `check_relative_path`, lies outside the
-requested path, or has no sane size/mtime is refused and recorded in `NodePlan.rejected`
-(and in the node's ``rejected`` list of the JSON).
+Listings are untrusted (`coordinator.listing`): an entry whose path fails
+`check_relative_path`, lies outside the requested path, or has no sane size/mtime is refused
+and recorded in `NodePlan.rejected` (the node's ``rejected`` list in the plan's JSON and in
+``status.json``). Nodes are admitted smallest first while all their files together stay
+within `MAX_TOTAL_BYTES`; a node past it is *failed* ("lists N bytes"), the rest go on.
 """
 
 from __future__ import annotations
@@ -19,20 +21,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from common.errors import BadRequest, NotFound, PayloadTooLarge
-from common.names import check_relative_path
 from coordinator.agentapi import AgentApi, AgentError, AgentStatusError
 from coordinator.archive import planned_archive_size
 from coordinator.config import CoordinatorConfig
 from coordinator.discovery import Registry
-from coordinator.model import AgentRef, NodePlan, Plan, PlannedFile, Selection, SkippedNode
+from coordinator.listing import MAX_TOTAL_BYTES, checked_entries
+from coordinator.model import AgentRef, NodePlan, Plan, Selection, SkippedNode
 
 log = logging.getLogger(__name__)
 
-MAX_REJECTED_SHOWN = 20
 NO_SUCH_ROOT = "no root named"  # how a node without the requested root is recorded
 
 
@@ -49,8 +50,8 @@ class Planner:
         """Ask the selected agents; `BadRequest` for unknown nodes, `NotFound` for none."""
         agents = self.select(selection)
         results = await asyncio.gather(*(self._bounded(a, selection) for a in agents))
-        nodes = tuple(r for r in results if isinstance(r, NodePlan))
-        skipped = tuple(r for r in results if isinstance(r, SkippedNode))
+        nodes, too_big = within_total(r for r in results if isinstance(r, NodePlan))
+        skipped = tuple(r for r in results if isinstance(r, SkippedNode)) + too_big
         if not nodes and skipped and all(s.error.startswith(NO_SUCH_ROOT) for s in skipped):
             raise BadRequest(f"root: no selected agent has a root named {selection.root!r}",
                              parameter="root")
@@ -85,12 +86,13 @@ class Planner:
         except AgentError as exc:
             return SkippedNode(agent.name, agent.url, "failed", str(exc))
         files, rejected = checked_entries(body, selection.path)
-        for reason in rejected[:MAX_REJECTED_SHOWN]:
-            log.warning("agent %s listed an entry that was refused: %s", agent.name, reason)
+        if rejected:
+            log.warning("agent %s listed entries that were refused: %s", agent.name,
+                        "; ".join(rejected[:3]))
         if not files:
             error = "no matching files"
             if rejected:
-                error += f"; {len(rejected)} unsafe entr(y/ies) refused: {rejected[0]}"
+                error += f"; listed entries refused: {'; '.join(rejected)}"
             return SkippedNode(agent.name, agent.url, "skipped", error)
         return NodePlan(agent, selection.root, tuple(files), tuple(rejected))
 
@@ -113,51 +115,24 @@ class Planner:
                 f"download.max_archive_size = {limit} bytes; narrow the selection")
 
 
-def checked_entries(body: Any, within: str | None) -> tuple[list[PlannedFile], list[str]]:
-    """The safe file entries of a ``/list`` answer, and the reasons others were refused."""
-    entries = body.get("entries") if isinstance(body, dict) else None
-    if not isinstance(entries, list):
-        return [], ["the listing has no 'entries' list"]
-    files: list[PlannedFile] = []
-    rejected: list[str] = []
-    seen: set[str] = set()
-    for entry in entries:
-        try:
-            planned = _checked_entry(entry, within)
-        except ValueError as exc:
-            rejected.append(str(exc))
-            continue
-        if planned is None:
-            continue
-        if planned.path in seen:
-            rejected.append(f"{planned.path!r}: listed twice")
-            continue
-        seen.add(planned.path)
-        files.append(planned)
-    files.sort(key=lambda f: f.path)
-    return files, rejected
-
-
-def _checked_entry(entry: Any, within: str | None) -> PlannedFile | None:
-    if not isinstance(entry, dict):
-        raise ValueError("an entry is not an object")
-    path = entry.get("path")
-    if not isinstance(path, str):
-        raise ValueError(f"entry path {path!r} is not a string")
-    try:
-        check_relative_path(path)
-    except ValueError as exc:
-        raise ValueError(f"{path!r}: {exc}") from None
-    if entry.get("type", "file") != "file":
-        return None  # directories are not archive entries
-    if within and path != within and not path.startswith(within + "/"):
-        raise ValueError(f"{path!r}: outside the requested path {within!r}")
-    size, mtime = entry.get("size"), entry.get("mtime")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ValueError(f"{path!r}: bad size {size!r}")
-    if isinstance(mtime, bool) or not isinstance(mtime, int | float):
-        raise ValueError(f"{path!r}: bad mtime {mtime!r}")
-    return PlannedFile(path, size, float(mtime))
+def within_total(found: Iterable[NodePlan], limit: int = MAX_TOTAL_BYTES,
+                 ) -> tuple[tuple[NodePlan, ...], tuple[SkippedNode, ...]]:
+    """The nodes admitted (smallest first, in their original order) while their files
+    together stay within *limit* bytes, and the others as failed — so one agent listing
+    absurd sizes loses its own node, not the archive of every node."""
+    nodes = list(found)
+    admitted: set[int] = set()
+    total = 0
+    for index in sorted(range(len(nodes)), key=lambda i: nodes[i].total_bytes):
+        if total + nodes[index].total_bytes <= limit:
+            total += nodes[index].total_bytes
+            admitted.add(index)
+    refused = tuple(
+        SkippedNode(n.agent.name, n.agent.url, "failed",
+                    f"lists {n.total_bytes} bytes in {len(n.files)} files; with the other "
+                    f"nodes that is more than an archive holds ({limit} bytes)")
+        for i, n in enumerate(nodes) if i not in admitted)
+    return tuple(n for i, n in enumerate(nodes) if i in admitted), refused
 
 
 def _describe_filter(selection: Selection) -> str:

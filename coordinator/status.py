@@ -69,13 +69,17 @@ class NodeStatus:
     error: str | None = None
     duration_s: float = 0.0
     files: list[FileStatus] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # listed entries refused at plan time
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "node": self.node, "url": self.url, "state": self.state, "error": self.error,
             "duration_s": _duration(self.duration_s),
             "files": [f.as_dict() for f in self.files],
         }
+        if self.rejected:  # known at plan time: the reserved size accounts for it
+            found["rejected"] = self.rejected
+        return found
 
     def settle(self) -> None:
         """Derive the node's state from its files (skipped nodes keep theirs)."""
@@ -132,7 +136,8 @@ class ArchiveStatus:
 
 def _node_status(node: NodePlan) -> NodeStatus:
     files = [FileStatus(f.path, node.entry_name(f), f.size) for f in node.files]
-    return NodeStatus(node.agent.name, node.agent.url, files=files)
+    rejected = [clip_error(r, FILE_ERROR_LIMIT) or "" for r in node.rejected]
+    return NodeStatus(node.agent.name, node.agent.url, files=files, rejected=rejected)
 
 
 def clip_error(message: str | None, limit: int) -> str | None:
@@ -207,6 +212,10 @@ def render_status_txt(status: ArchiveStatus) -> bytes:
               f"{'BYTES':>{w.digits}}  {'RESUMED':>7}  {'SHA256':<64}  ERROR"]
     for node in status.nodes:
         lines += [_file_line(node.node, f, w) for f in node.files]
+    refused = [f"{node.node:<{w.node}}  {reason}" for node in status.nodes
+               for reason in node.rejected]
+    if refused:
+        lines += ["", f"{'NODE':<{w.node}}  LISTED ENTRY REFUSED", *refused]
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
@@ -241,7 +250,7 @@ def worst_case(status: ArchiveStatus) -> ArchiveStatus:
             for f in node.files
         ]
         nodes.append(NodeStatus(node.node, node.url, "partial", "x" * NODE_ERROR_LIMIT,
-                                DURATION_MAX, files))
+                                DURATION_MAX, files, node.rejected))
     return ArchiveStatus(status.request, "h" * HOST_LIMIT, status.started, nodes,
                          finished=status.started, version=status.version)
 

@@ -90,7 +90,9 @@ class Range:
         text = "@" if self.inside else ""
         if self.start == -math.inf:
             text += "~:"
-        elif self.start != 0:
+        elif self.start != 0 or self.end == math.inf:
+            # "0:" is written out when no end follows: a bare "@" (from "@0:") or an
+            # empty field is not a range in the Monitoring Plugins format.
             text += f"{_number(self.start)}:"
         if self.end != math.inf:
             text += _number(self.end)

@@ -55,6 +55,9 @@ def test_ok_warning_critical_against_a_real_agent(fleet: Fleet) -> None:
     state, _, _ = plugin_output(agent.url + "/healthz", "--critical", "free=1000TB:")
     assert state == "CRITICAL"
 
+    state, perf, _ = plugin_output(agent.url, "-c", "time=@0:")  # once perfdata ';@;'
+    assert state == "CRITICAL" and perf["time"]["crit"] == "@0:"
+
 
 def test_full_download_slots_make_the_agent_warn(fleet: Fleet) -> None:
     agent = fleet.agent("web-1", AGENT_HOSTS[0], {"big.bin": b"\0" * (1024 * 1024)},

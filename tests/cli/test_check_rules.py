@@ -20,7 +20,7 @@ from coordinator.client.check import (
 )
 
 # 'label'=value[UOM];[warn];[crit];[min];[max]  (Monitoring Plugins development guidelines)
-RANGE = r"@?(?:~|-?[0-9.]+)?:?(?:-?[0-9.]+)?"
+RANGE = r"@?(?:(?:~|-?[0-9.]+):(?:-?[0-9.]+)?|-?[0-9.]+)"  # START:[END] or END, never bare
 PERF_RE = re.compile(
     rf"^'(?P<label>(?:[^'=]|'')+)'=(?P<value>-?[0-9]+(?:\.[0-9]+)?)(?P<uom>s|us|ms|%|B|KB|MB|TB|c)?"
     rf"(?:;(?P<warn>{RANGE})?(?:;(?P<crit>{RANGE})?(?:;(?P<min>-?[0-9.]+)?(?:;(?P<max>-?[0-9.]+)?)?)?)?)?$"
@@ -75,6 +75,15 @@ def test_range_renders_in_base_units() -> None:
     assert str(parse_thresholds(["time=500ms"])["time"]) == "0.5"
     assert str(Range(-math.inf, 3)) == "~:3"
     assert str(parse_range("@1:2", float)) == "@1:2"
+
+
+@pytest.mark.parametrize(("text", "rendered"), [("@0:", "@0:"), ("0:", "0:"), ("@~:", "@~:"),
+                                                 ("@5", "@5"), ("@0:5", "@5")])
+def test_range_never_renders_a_bare_at(text: str, rendered: str) -> None:
+    """``-c time=@0:`` once gave perfdata ``;@;`` — not a range a plugin reader accepts."""
+    assert str(parse_range(text, float)) == rendered
+    line = evaluate(agent_doc(), 0.01, {}, parse_thresholds([f"time={text}"])).line()
+    assert re.fullmatch(RANGE, perf(line)["time"]["crit"]), line
 
 
 @pytest.mark.parametrize("bad", ["time", "time=", "speed=3", "time=abc", "free=5:1", "=3"])

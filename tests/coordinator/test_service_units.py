@@ -3,6 +3,7 @@ parameters, untrusted listings. No servers."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 
 from common.errors import BadRequest
 from coordinator.discovery import parse_file_sd
-from coordinator.planner import checked_entries
+from coordinator.listing import checked_entries
 from coordinator.selection import parse_selection
 from coordinator.users import hash_password, read_users, verify_password
 
@@ -158,7 +159,7 @@ def test_example_config_loads_and_documents_every_key() -> None:
 
 def test_unknown_user_costs_a_hash_check_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """Timing must not tell which user names exist: an unknown name is checked against a
-    hash as well."""
+    hash of the same cost (iterations) as well."""
     from coordinator import users
 
     store = users.UserStore(None, {"alice": hash_password("right", iterations=1000)})
@@ -166,7 +167,70 @@ def test_unknown_user_costs_a_hash_check_too(monkeypatch: pytest.MonkeyPatch) ->
     real = users.verify_password
     monkeypatch.setattr(users, "verify_password",
                         lambda password, encoded: calls.append(encoded) or real(password, encoded))
-    assert not store.check("mallory", "right")
-    assert not store.check("alice", "wrong")
-    assert store.check("alice", "right")
-    assert len(calls) == 3 and calls[0] != store.users["alice"]
+
+    async def checks() -> list[bool]:
+        return [await store.check("mallory", "right"), await store.check("alice", "wrong"),
+                await store.check("alice", "right"), await store.check("alice", "right")]
+
+    assert asyncio.run(checks()) == [False, False, True, True]
+    assert len(calls) == 3 and calls[0] != store.users["alice"]  # the 4th: from the cache
+    assert calls[0].split("$")[1] == "1000"
+    assert not any(b"right" in key for key in store._verified)
+
+
+@pytest.mark.parametrize(("entry", "why"), [
+    ({"size": 2**64}, "size 18446744073709551616 is not"),
+    ({"size": 10**4000}, "size an integer of 4001 digits"),
+    ({"size": 2**63}, "is not an integer in 0..9223372036854775807"),
+    ({"size": True}, "size True"),
+    ({"size": 1.0}, "size 1.0"),
+    ({"mtime": float("nan")}, "mtime nan"),
+    ({"mtime": float("inf")}, "mtime inf"),
+    ({"mtime": 1e300}, "years 1..9999"),
+    ({"mtime": "1"}, "is not a number"),
+    ({"type": ["file"]}, "type ['file'] is not a string"),
+    ({"path": 42}, "entry path 42 is not a string"),
+])
+def test_listing_fields_out_of_range_are_refused(entry: dict[str, object], why: str) -> None:
+    body = {"entries": [{"path": "ok.log", "size": 1, "mtime": 1.0, "type": "file"},
+                        {"path": "bad.log", "size": 2**63 - 1, "mtime": 1.0, "type": "file",
+                         **entry}]}
+    files, rejected = checked_entries(body, None)
+    assert [f.path for f in files] == ["ok.log"]
+    assert len(rejected) == 1 and why in rejected[0] and len(rejected[0]) < 200, rejected
+
+
+def test_listing_refusals_kept_are_bounded() -> None:
+    body = {"entries": [{"path": f"f{i}", "size": -1, "mtime": 1, "type": "file"}
+                        for i in range(1000)]}
+    files, rejected = checked_entries(body, None)
+    assert not files and len(rejected) == 21 and rejected[-1] == "... and 980 more refused entries"
+
+
+def test_failure_limiter_counts_per_address_and_expires() -> None:
+    from common.errors import TooManyRequests
+    from coordinator.users import FailureLimiter
+
+    now = [0.0]
+    limiter = FailureLimiter(limit=3, window=60, addresses=2, clock=lambda: now[0])
+    for _ in range(3):
+        limiter.admit("10.0.0.1")
+        limiter.failed("10.0.0.1")
+    with pytest.raises(TooManyRequests) as refused:
+        limiter.admit("10.0.0.1")
+    assert refused.value.headers["Retry-After"] == "60"
+    limiter.admit("10.0.0.2")  # another address is not affected
+    with limiter.checking("10.0.0.2"), limiter.checking("10.0.0.2"):
+        limiter.failed("10.0.0.2")
+        with pytest.raises(TooManyRequests):  # checks in flight count too
+            limiter.admit("10.0.0.2")
+    now[0] = 30.0
+    assert limiter.admit("10.0.0.2") is None
+    with pytest.raises(TooManyRequests) as refused:
+        limiter.admit("10.0.0.1")
+    assert refused.value.headers["Retry-After"] == "30"
+    now[0] = 60.5
+    limiter.admit("10.0.0.1")  # the window passed
+    for address in ("a", "b", "c"):  # at most 2 addresses remembered
+        limiter.failed(address)
+    assert len(limiter._failures) == 2

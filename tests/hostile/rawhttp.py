@@ -28,7 +28,9 @@ class RawAnswer:
 
 def raw_request(host: str, port: int, target: bytes, *, method: bytes = b"GET",
                 headers: list[tuple[bytes, bytes]] | None = None, body: bytes = b"",
-                timeout: float = 10.0) -> RawAnswer:
+                timeout: float = 10.0, source: str | None = None) -> RawAnswer:
+    """Send the request (from the loopback address *source*, when given) and read the
+    answer until the server closes."""
     lines = [method + b" " + target + b" HTTP/1.1", b"Host: " + host.encode(),
              b"Connection: close"]
     for name, value in headers or []:
@@ -36,7 +38,8 @@ def raw_request(host: str, port: int, target: bytes, *, method: bytes = b"GET",
     if body:
         lines.append(b"Content-Length: " + str(len(body)).encode())
     request = b"\r\n".join(lines) + b"\r\n\r\n" + body
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout,
+                                  source_address=(source, 0) if source else None) as sock:
         # The server may refuse before it has read everything.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(request)
