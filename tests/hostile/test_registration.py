@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -284,9 +286,6 @@ def test_a_node_token_cannot_register_or_delete_another_node(
 
 
 def test_tokens_file_is_reloaded_on_sighup(tmp_path: Path) -> None:
-    import signal
-    import time
-
     path = Path(tokens_file(tmp_path))
     with start(tmp_path, registration={"tokens_file": str(path)}) as coordinator:
         new_token = "n1-rotated-token-" + "9" * 10
