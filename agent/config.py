@@ -10,6 +10,7 @@ from pathlib import Path
 from common import config as cfg
 from common.config import Duration, FieldError, Size
 from common.names import check_node_name
+from common.origin import parse_origin
 from common.tls import TlsConfig
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -34,12 +35,11 @@ class RegisterConfig:
     def __post_init__(self) -> None:
         if not self.coordinator.startswith(("http://", "https://")):
             raise FieldError("coordinator", f"expected an http(s):// URL, got {self.coordinator!r}")
-        if self.advertise_url is not None and not self.advertise_url.startswith(
-            ("http://", "https://")
-        ):
-            raise FieldError(
-                "advertise_url", f"expected an http(s):// URL, got {self.advertise_url!r}"
-            )
+        if self.advertise_url is not None:
+            try:  # the coordinator accepts scheme://host:port only
+                parse_origin(self.advertise_url)
+            except ValueError as exc:
+                raise FieldError("advertise_url", f"{exc}, got {self.advertise_url!r}") from None
         if self.interval <= 0:
             raise FieldError("interval", "must be more than 0")
         if self.token_file is not None and not os.access(self.token_file, os.R_OK):

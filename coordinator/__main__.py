@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(f"{args.config}: OK")
         return 0
+    log.info("%s", service.registration.describe())
     if config.token_file is None and config.users_file is None:
         log.warning("no token_file or users_file: anyone who can reach the coordinator "
                     "may download")

@@ -18,7 +18,7 @@ import json
 import logging
 import socket
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tornado.http1connection import HTTP1Connection
@@ -154,8 +154,25 @@ def make_http_client(config: CoordinatorConfig) -> AbortableHTTPClient:
     return client
 
 
-def quote_path(path: str) -> str:
-    return urllib.parse.quote(path, safe="/")
+def agent_url(base: str, segments: Sequence[str],
+              query: Mapping[str, str] | None = None) -> str:
+    """The URL of *segments* on the agent at *base*, built from parsed parts.
+
+    Only the scheme, host and port of *base* are used (and its path, which only an
+    operator's ``agents`` / ``agents_file`` can give: an agent behind a reverse proxy);
+    its user info, query and fragment never are. Each segment is percent-encoded on its
+    own, so no client input can add a ``?``, a ``#`` or a segment of its own. Registered
+    agents are ``scheme://host:port`` only (`common.origin`).
+    """
+    parts = urllib.parse.urlsplit(base)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    path = parts.path.rstrip("/") + "".join(
+        "/" + urllib.parse.quote(segment, safe="") for segment in segments)
+    encoded = urllib.parse.urlencode(query) if query else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, encoded, ""))
 
 
 class AgentApi:
@@ -171,15 +188,13 @@ class AgentApi:
 
     def url(self, agent: AgentRef, route: str, root: str | None = None,
             path: str | None = None, query: Mapping[str, str] | None = None) -> str:
-        """``{agent.url}/{route}[/{root}[/{path}]][?query]``, each part percent-encoded."""
-        url = f"{agent.url.rstrip('/')}/{route}"
+        """``{agent}/{route}[/{root}[/{path}]][?query]`` (see `agent_url`)."""
+        segments = [route]
         if root is not None:
-            url += "/" + urllib.parse.quote(root, safe="")
-        if path:
-            url += "/" + quote_path(path.strip("/"))
-        if query:
-            url += "?" + urllib.parse.urlencode(query)
-        return url
+            segments.append(root)
+            if path:
+                segments.extend(path.strip("/").split("/"))
+        return agent_url(agent.url, segments, query)
 
     def file_url(self, agent: AgentRef, root: str, path: str) -> str:
         return self.url(agent, "files", root, path)

@@ -18,6 +18,8 @@ Shared objects in ``app.settings`` (handlers read them by these exact names):
 ``audit``           `coordinator.audit.AuditLog`: ``download(user=, request=, nodes=, ...)``
 ``authenticator``   `coordinator.users.ClientAuthenticator`: ``await authenticate(request)``
                     -> `coordinator.users.Caller` | None (429 past the failure limit)
+``registration``    `coordinator.registration.RegistrationGate`: ``authenticate(header)``,
+                    ``authorize(node, name)``, ``check_url(url)``, ``off_reason``
 ``draining``        an `asyncio.Event`, set on SIGTERM: refuse new downloads (503)
 ``health_poller``   `coordinator.healthpoll.HealthPoller`
 ``downloads``       the `coordinator.download.DownloadManager`
@@ -52,6 +54,7 @@ from coordinator.download import DownloadHandler, DownloadManager, DownloadsHand
 from coordinator.healthpoll import HealthPoller
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.planner import Planner
+from coordinator.registration import RegistrationGate
 from coordinator.users import ClientAuthenticator, UserStore
 from coordinator.web import STATIC_DIR, IndexHandler
 
@@ -78,6 +81,15 @@ def open_authenticator(config: CoordinatorConfig) -> ClientAuthenticator:
     return ClientAuthenticator(tokens, users)
 
 
+def open_registration(config: CoordinatorConfig) -> RegistrationGate:
+    """The registration gate; a bad ``registration.tokens_file`` is a `ConfigError`."""
+    try:
+        return RegistrationGate(config.registration)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(config.registration.tokens_file), "registration.tokens_file",
+                          str(exc)) from None
+
+
 def open_agent_api(config: CoordinatorConfig, http_client: AsyncHTTPClient | None) -> AgentApi:
     try:
         return AgentApi(config, http_client)
@@ -93,6 +105,7 @@ class CoordinatorService:
         self.config = config
         self.authenticator = open_authenticator(config)
         self.agent_api = open_agent_api(config, http_client)
+        self.registration = open_registration(config)
         self.registry = Registry(config, clock=clock)
         self.registry.load_file_at_start()
         self.planner = Planner(config, self.registry, self.agent_api, clock=clock)
@@ -118,9 +131,11 @@ class CoordinatorService:
             self.registry.check_file()
 
     def reload(self) -> bool:
-        """SIGHUP: tokens, users, agent token, agents_file, audit log; bad parts keep old."""
+        """SIGHUP: tokens, users, agent token, registration tokens, agents_file, audit log;
+        bad parts keep old."""
         ok = self.authenticator.reload()
         ok = self.agent_api.reload() and ok
+        ok = self.registration.reload() and ok
         ok = self.registry.check_file(force=True) and ok
         self.audit.reopen()
         log.info("reload %s", "done" if ok else "kept some old settings (see errors above)")
@@ -188,6 +203,7 @@ def make_app(config: CoordinatorConfig, *, clock: Callable[[], float] | None = N
         authenticator=service.authenticator,
         draining=service.draining,
         health_poller=service.poller,
+        registration=service.registration,
         downloads=service.downloads,
         **settings,
     )

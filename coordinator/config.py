@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +27,42 @@ class StaticAgent:
             raise FieldError("name", str(exc)) from None
         if not self.url.startswith(("http://", "https://")):
             raise FieldError("url", f"expected an http:// or https:// URL, got {self.url!r}")
+        for char, part in (("?", "a query"), ("#", "a fragment"), ("@", "user info")):
+            if char in self.url:
+                raise FieldError("url", f"{part} ({char!r}) is not allowed in an agent URL, "
+                                 f"got {self.url!r}")
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
 class RegistrationConfig:
+    """Self-registration of agents; off unless ``tokens_file`` is set (coordinator.registration)."""
+
     enabled: bool = True
     ttl: Duration = 30.0
+    tokens_file: str | None = None  # "name token" lines: each node's own credential
+    allowed_networks: tuple[str, ...] = ()  # CIDRs a registered URL's host must lie in
+
+    def __post_init__(self) -> None:
+        if self.ttl <= 0:
+            raise FieldError("ttl", "must be more than 0")
+        if self.tokens_file is not None and not os.access(self.tokens_file, os.R_OK):
+            raise FieldError("tokens_file", f"cannot read {self.tokens_file}")
+        self.networks  # noqa: B018 - raises FieldError on a bad CIDR
+
+    @property
+    def networks(self) -> tuple[IPNetwork, ...]:
+        """``allowed_networks`` parsed (empty: any address)."""
+        networks = []
+        for index, value in enumerate(self.allowed_networks):
+            try:
+                networks.append(ipaddress.ip_network(value, strict=True))
+            except ValueError as exc:
+                raise FieldError(f"allowed_networks[{index}]",
+                                 f"{value!r} is not a network in CIDR form: {exc}") from None
+        return tuple(networks)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@ and the page (`coordinator.web`). Thin adapters: the work is in discovery, plann
 agentapi; they read their collaborators from ``self.settings`` (see `coordinator.app`).
 
 Open routes: ``/livez``, ``/readyz``, ``/health``. Agent routes (register, deregister) take
-the shared agent token. Everything else is ``protected`` (client bearer token or Basic).
+the calling node's own registration token. Everything else is ``protected`` (client bearer
+token or Basic).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
-import urllib.parse
 from typing import Any
 
 from tornado.httpclient import HTTPClientError, HTTPRequest
@@ -23,25 +24,24 @@ from common import __version__, health
 from common.errors import (
     ApiError,
     BadRequest,
-    Forbidden,
     NotFound,
     PayloadTooLarge,
-    Unauthorized,
 )
-from common.names import check_node_name, check_relative_path
+from common.names import check_relative_path
 from common.web import BaseHandler
 from coordinator.agentapi import AgentApi, ClientGone
 from coordinator.discovery import Registry
+from coordinator.download import content_disposition
 from coordinator.healthpoll import HealthPoller
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.planner import Planner, plan_to_json
+from coordinator.registration import RegistrationGate, parse_registration
 from coordinator.selection import parse_root, parse_selection, query_arguments
 from coordinator.web import StaticHandler
 
 log = logging.getLogger(__name__)
 
 MAX_JSON_BODY = 64 * 1024  # a registration is a few hundred bytes
-MAX_FIELD = 1024  # longest URL, label name or label value accepted from an agent
 
 
 class BadGateway(ApiError):
@@ -97,21 +97,24 @@ class AgentsHandler(CoordinatorHandler):
 
 
 class AgentTokenHandler(CoordinatorHandler):
-    """Routes agents call: they carry the shared agent token (agent_token_file)."""
+    """Routes agents call, each with its own registration token (`coordinator.registration`):
+    403 while registration is off, 401 for a token that is in no ``tokens_file`` line."""
+
+    @property
+    def gate(self) -> RegistrationGate:
+        gate: RegistrationGate = self.settings["registration"]
+        return gate
 
     def prepare(self) -> None:
-        if not self.agent_api.token.check(self.request.headers.get("Authorization")):
-            raise Unauthorized("missing or invalid agent token",
-                               headers={"WWW-Authenticate": 'Bearer realm="fleetzip-agents"'})
-        if not self.settings["config"].registration.enabled:
-            raise Forbidden("agent registration is disabled on this coordinator")
+        self.node = self.gate.authenticate(self.request.headers.get("Authorization"))
 
 
 class RegisterHandler(AgentTokenHandler):
     route = "register"
 
     def post(self) -> None:
-        name, url, labels, version = parse_registration(self.json_body())
+        name, url, labels, version = parse_registration(self.json_body(), self.gate)
+        self.gate.authorize(self.node, name)
         ttl = self.registry.register(name, url, labels, version)
         self.write_json({"ttl": ttl})
 
@@ -120,50 +123,10 @@ class AgentHandler(AgentTokenHandler):
     route = "deregister"
 
     def delete(self, name: str) -> None:
+        self.gate.authorize(self.node, name)
         if not self.registry.deregister(name):
             raise NotFound(f"no agent named {name!r}")
         self.write_json({"deregistered": name})
-
-
-def parse_registration(body: Any) -> tuple[str, str, dict[str, str], str | None]:
-    """(name, url, labels, version) of a registration; `BadRequest` naming the field.
-
-    Agents are untrusted input: every field must have the right type and no control
-    character; nothing is coerced into shape.
-    """
-    if not isinstance(body, dict):
-        raise BadRequest("expected a JSON object {name, url, labels, version}")
-    name, url = body.get("name"), body.get("url")
-    if not isinstance(name, str):
-        raise BadRequest(f"name: expected a string, got {name!r}", parameter="name")
-    try:
-        check_node_name(name)
-    except ValueError as exc:
-        raise BadRequest(f"name: {exc}", parameter="name") from None
-    if not isinstance(url, str) or not _is_clean(url, space=False) or len(url) > MAX_FIELD:
-        raise BadRequest(f"url: expected an http:// or https:// URL, got {url!r}",
-                         parameter="url")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest(f"url: expected an http:// or https:// URL, got {url!r}",
-                         parameter="url")
-    labels = body.get("labels") or {}
-    if not isinstance(labels, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and _is_clean(k) and _is_clean(v)
-        and len(k) <= MAX_FIELD and len(v) <= MAX_FIELD
-        for k, v in labels.items()
-    ):
-        raise BadRequest("labels: expected an object of strings", parameter="labels")
-    version = body.get("version")
-    if version is not None and (not isinstance(version, str) or not _is_clean(version)
-                                or len(version) > 100):
-        raise BadRequest("version: expected a short string", parameter="version")
-    return name, url.rstrip("/"), dict(labels), version or None
-
-
-def _is_clean(text: str, *, space: bool = True) -> bool:
-    """No control character and no whitespace (but a plain space when *space*)."""
-    return all((space and ch == " ") or (ch.isprintable() and not ch.isspace()) for ch in text)
 
 
 class ServiceDiscoveryHandler(CoordinatorHandler):
@@ -201,12 +164,56 @@ class PlanHandler(CoordinatorHandler):
 
 REQUEST_HEADERS = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match",
                    "If-Unmodified-Since")
-RESPONSE_HEADERS = ("Content-Length", "Content-Range", "ETag", "Last-Modified", "Content-Type",
-                    "Content-Disposition", "Accept-Ranges", "Retry-After", "Cache-Control")
+# Copied from the agent's answer. Content-Type and Content-Disposition are not: the
+# coordinator sets them itself (`proxied_content_type`, `content_disposition`).
+RESPONSE_HEADERS = ("Content-Length", "Content-Range", "ETag", "Last-Modified",
+                    "Accept-Ranges", "Retry-After", "Cache-Control")
+# Types a browser shows or saves but never runs script in; anything else an agent says
+# (text/html, image/svg+xml, application/xhtml+xml, ...) leaves as application/octet-stream.
+SAFE_CONTENT_TYPES = frozenset({
+    "application/octet-stream", "text/plain", "text/csv", "text/tab-separated-values",
+    "application/json", "application/x-ndjson", "application/gzip", "application/x-gzip",
+    "application/zip", "application/x-tar", "application/x-bzip2", "application/x-xz",
+    "application/zstd", "application/x-7z-compressed", "image/png", "image/jpeg", "image/gif",
+    "image/webp",
+})
+MAX_CONTENT_TYPE = 200  # longer is not a type an agent guessed
+_CHARSET_RE = re.compile(r"[A-Za-z0-9._-]{1,40}")
+# A proxied file is served from the coordinator's origin, where the operator's credentials
+# live: it must never run as a page there (SPEC §4; docs/security.md "the web origin").
+PROXY_SAFETY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox",
+}
+
+
+def proxied_content_type(value: str | None) -> str:
+    """The agent's ``Content-Type`` when it is in `SAFE_CONTENT_TYPES` (with at most a
+    plain ``charset``), else ``application/octet-stream``. An agent is untrusted: a type
+    that a browser would render as a document on the coordinator's origin never passes.
+    """
+    fallback = "application/octet-stream"
+    if not value or len(value) > MAX_CONTENT_TYPE:
+        return fallback
+    mime, _, params = value.partition(";")
+    mime = mime.strip().lower()
+    if mime not in SAFE_CONTENT_TYPES:
+        return fallback
+    for param in params.split(";"):
+        key, _, charset = param.partition("=")
+        charset = charset.strip().strip('"')
+        if key.strip().lower() == "charset" and _CHARSET_RE.fullmatch(charset):
+            return f"{mime}; charset={charset}"
+    return mime
 
 
 class NodeFileHandler(CoordinatorHandler):
     """``GET|HEAD /api/nodes/{node}/files/{root}/{path}``: the agent's answer, streamed.
+
+    The file always leaves as a download: ``Content-Disposition: attachment`` named by the
+    coordinator from the requested path, a safe ``Content-Type``, ``nosniff`` and a
+    ``sandbox`` CSP — whatever the agent answered (an agent can be hostile; its bytes are
+    served from the origin that holds the operator's credentials).
 
     Flow control is the same as for merged downloads: the streaming callback returns an
     awaitable that writes and flushes each chunk, so the agent is read no faster than the
@@ -226,6 +233,7 @@ class NodeFileHandler(CoordinatorHandler):
         self._client_gone = False
         self._flushing = False
         self._last_activity = time.monotonic()
+        self._basename = "download"
 
     async def get(self, node: str, root: str, path: str) -> None:
         await self.proxy(node, root, path)
@@ -242,6 +250,7 @@ class NodeFileHandler(CoordinatorHandler):
             check_relative_path(path)
         except ValueError as exc:
             raise BadRequest(f"path: {exc}", parameter="path") from None
+        self._basename = path.rsplit("/", 1)[-1]
         headers = {h: v for h in REQUEST_HEADERS if (v := self.request.headers.get(h))}
         self._fetch = self.agent_api.request(
             self.agent_api.file_url(agent, root, path), method=self.request.method or "GET",
@@ -287,11 +296,14 @@ class NodeFileHandler(CoordinatorHandler):
             self._refused = True  # our agent token, not the client's credentials
             return
         self.set_status(self._start.code, self._start.reason or None)
-        self.clear_header("Content-Type")
         for name in RESPONSE_HEADERS:
             value = self._headers.get(name)
             if value is not None:
                 self.set_header(name, value)
+        self.set_header("Content-Type", proxied_content_type(self._headers.get("Content-Type")))
+        self.set_header("Content-Disposition", content_disposition(self._basename))
+        for name, value in PROXY_SAFETY_HEADERS.items():
+            self.set_header(name, value)
 
     async def _on_chunk(self, chunk: bytes) -> None:
         if self._client_gone:

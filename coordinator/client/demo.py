@@ -196,18 +196,28 @@ class Fleet:
         token = self.workdir / "agent.token"
         token.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")
         token.chmod(0o600)
+        # Each registering node has its own token; the coordinator lists them by name.
+        node_tokens = self.workdir / "registration.tokens"
         coordinator_url = f"http://{coordinator_host}:{free_port(coordinator_host)}"
-        static = []
+        static, lines = [], []
         for index, (node, host) in enumerate(zip(NODES, agent_hosts, strict=True)):
             url = f"http://{host}:{free_port(host)}"
             labels = {"role": node.split("-")[0], "env": "demo"}
-            register = None if index < STATIC_NODES else {
-                "coordinator": coordinator_url, "token_file": str(token), "interval": "1s",
-                "advertise_url": url, "labels": labels}
-            if register is None:
+            register = None
+            if index < STATIC_NODES:
                 static.append({"name": node, "url": url, "labels": labels})
+            else:
+                own = self.workdir / f"{node}.register.token"
+                own_token = secrets.token_urlsafe(24)
+                own.write_text(own_token + "\n", encoding="utf-8")
+                own.chmod(0o600)
+                lines.append(f"{node} {own_token}\n")
+                register = {"coordinator": coordinator_url, "token_file": str(own),
+                            "interval": "1s", "advertise_url": url, "labels": labels}
             self.agents.append(self._agent(node, url, token, register, seed=index))
-        self.coordinator = self._coordinator(coordinator_url, static, token)
+        node_tokens.write_text("".join(lines), encoding="utf-8")
+        node_tokens.chmod(0o600)
+        self.coordinator = self._coordinator(coordinator_url, static, token, node_tokens)
 
     def _agent(self, node: str, url: str, token: Path, register: dict[str, Any] | None,
                seed: int) -> Service:
@@ -222,10 +232,11 @@ class Fleet:
         return Service(node, "agent", self._yaml(f"{node}.yml", config), url,
                        self.workdir / f"{node}.log")
 
-    def _coordinator(self, url: str, static: list[dict[str, Any]], token: Path) -> Service:
+    def _coordinator(self, url: str, static: list[dict[str, Any]], token: Path,
+                     node_tokens: Path) -> Service:
         config = {
             "listen": url.split("://", 1)[1], "agents": static,
-            "registration": {"enabled": True, "ttl": "5s"},
+            "registration": {"enabled": True, "ttl": "5s", "tokens_file": str(node_tokens)},
             "health": {"interval": "1s", "timeout": "2s"},
             "agent_token_file": str(token), "audit_log": str(self.workdir / "audit.log"),
             "log_level": "warning",

@@ -192,6 +192,13 @@ def run_agent(config: Path) -> subprocess.CompletedProcess[str]:
         ({"token_file": "EMPTY"}, "token_file"),
         ({"register": {"coordinator": "ftp://x"}}, "register.coordinator"),
         ({"register": {"coordinator": "http://x", "surprise": 1}}, "register.surprise"),
+        # the coordinator accepts scheme://host:port only (issue 11, S1): said at start
+        ({"register": {"coordinator": "http://x", "advertise_url": "http://h:1/x#"}},
+         "register.advertise_url"),
+        ({"register": {"coordinator": "http://x", "advertise_url": "http://u@h:1"}},
+         "register.advertise_url"),
+        ({"register": {"coordinator": "http://x", "advertise_url": "http://h"}},
+         "register.advertise_url"),
         ({"listen": "nowhere"}, "listen"),
         ({"node": "bad name!"}, "node"),
     ],

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -44,6 +45,7 @@ VENV_BIN = Path(sys.executable).parent
 AGENTS = {"node1": "127.0.0.21", "node2": "127.0.0.22", "node3": "127.0.0.23"}
 COORDINATOR_IP = "127.0.0.20"
 AGENT_TOKEN = "agent-secret-0123456789"
+NODE3_REGISTER_TOKEN = "node3-own-registration-token-42"  # node3's own, not the agent token
 CLIENT_TOKEN = "client-secret-0123456789"
 USER, PASSWORD = "alice", "correct horse battery staple"
 RECAP_RE = re.compile(
@@ -194,9 +196,10 @@ def write_inventory(tmp: Path, house: Path, agent_ports: dict[str, int],
                "fleetzip_agent_labels": {"rack": f"r{index % 2}"}}
         for index, (host, ip) in enumerate(AGENTS.items())
     }
-    # node3 also announces itself: the role renders the register: section and its token.
+    # node3 also announces itself: the role renders the register: section and its own token,
+    # and the coordinator role pairs that token with node3's name in registration.tokens.
     agents["node3"] |= {"fleetzip_agent_register_coordinator": coordinator,
-                        "fleetzip_agent_register_token": AGENT_TOKEN,
+                        "fleetzip_agent_register_token": NODE3_REGISTER_TOKEN,
                         "fleetzip_agent_register_interval": "2s"}
     group_vars = {
         **common_vars(tmp, house),
@@ -314,6 +317,22 @@ def test_roles_install_services_that_serve_a_merged_zip(deployment: Deployment) 
         assert http_get(agents_url, {"Authorization": basic(USER, "wrong")})[0] == 401
         assert http_get(agents_url)[0] == 401
 
+        # node3 registers with its own token (a heartbeat: it is in agents_file too); that
+        # token speaks for node3 only
+        register = deployment.coordinator_url + "/api/agents/register"
+        for token, name, expected in ((NODE3_REGISTER_TOKEN, "node3", 200),
+                                      (NODE3_REGISTER_TOKEN, "node1", 403),
+                                      (AGENT_TOKEN, "node3", 401)):
+            body = json.dumps({"name": name, "url": deployment.agent_url(name)}).encode()
+            request = urllib.request.Request(register, data=body, method="POST", headers={
+                "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    status = answer.status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            assert status == expected, (token, name, status)
+
         archive = tmp / "merged.zip"
         status = download(deployment.coordinator_url + "/api/download?root=logs",
                           CLIENT_TOKEN, archive)
@@ -354,6 +373,18 @@ def test_secrets_are_private_files(deployment: Deployment) -> None:
         assert path.stat().st_mode & 0o777 == 0o600, path
     assert (deployment.prefix("node1") / "etc/fleetzip-agent/tokens").read_text() == \
         AGENT_TOKEN + "\n"
+    assert (deployment.prefix("node3") / "etc/fleetzip-agent/register.token").read_text() == \
+        NODE3_REGISTER_TOKEN + "\n"
+    # only node3 registers: the coordinator's registration tokens pair it with its name
+    registration = deployment.prefix("coordinator") / \
+        "etc/fleetzip-coordinator/registration.tokens"
+    assert registration.stat().st_mode & 0o777 == 0o600
+    lines = [line for line in registration.read_text().splitlines()
+             if line and not line.startswith("#")]
+    assert lines == [f"node3 {NODE3_REGISTER_TOKEN}"]
+    config = yaml.safe_load(
+        (deployment.prefix("coordinator") / "etc/fleetzip-coordinator/coordinator.yml").read_text())
+    assert config["registration"]["tokens_file"] == str(registration)
     assert not (deployment.prefix("node1") / "etc/fleetzip-agent/register.token").exists()
 
 
@@ -464,6 +495,8 @@ def bad_inventory(tmp: Path, house: Path) -> Path:
                         "fleetzip_agent_service_manager": "upstart"},
         "bad-node": {"fleetzip_agent_listen": f"127.0.0.24:{port}",
                      "fleetzip_agent_node": "no spaces allowed"},
+        "no-register-token": {"fleetzip_agent_listen": f"127.0.0.25:{port}",
+                              "fleetzip_agent_register_coordinator": "http://127.0.0.20:1"},
     }
     (tmp / "ok").mkdir()
     inventory = {"all": {"vars": {**common_vars(tmp, house),
@@ -478,12 +511,14 @@ def test_bad_variables_fail_early_with_a_clear_sentence(tmp_path: Path, wheelhou
     assert result.returncode != 0
     out = result.stdout
     failures = dict(re.findall(r"^(?:fatal|failed): \[([^\]]+)\].*? => (.*)$", out, re.MULTILINE))
-    assert set(failures) == {"missing-root", "bad-listen", "bad-manager", "bad-node"}, out
+    assert set(failures) == {"missing-root", "bad-listen", "bad-manager", "bad-node",
+                             "no-register-token"}, out
     assert f"the directory {tmp_path}/no/such/dir does not exist" in failures["missing-root"]
     assert "is not a listen address" in failures["bad-listen"]
     assert "fleetzip_agent_service_manager" in failures["bad-manager"]
     assert "systemd, none" in failures["bad-manager"]  # argument_specs choices
     assert "not a valid node name" in failures["bad-node"]
+    assert "fleetzip_agent_register_token is empty" in failures["no-register-token"]
     # Nothing was installed: the checks run before any change.
     assert not (tmp_path / "prefix").exists()
 

@@ -78,11 +78,17 @@ def test_inline_and_file_sd_with_change_and_bad_file(tmp_path: Path) -> None:
     assert coord.proc is not None and coord.proc.returncode == 0
 
 
+R1_TOKEN = "r1-registration-token-0001"
+
+
 def test_registration_ttl_and_delete(tmp_path: Path) -> None:
     token_file = tmp_path / "agent-token"
     token_file.write_text(AGENT_TOKEN + "\n")
+    node_tokens = tmp_path / "registration-tokens"
+    node_tokens.write_text(f"# name token\nr1 {R1_TOKEN}\n")
     coord = coordinator_process(tmp_path, {
-        "agent_token_file": str(token_file), "registration": {"ttl": "1s"},
+        "agent_token_file": str(token_file),
+        "registration": {"ttl": "1s", "tokens_file": str(node_tokens)},
         "health": {"interval": "5s", "timeout": "0.3s"},
     })
     register = coord_url = None
@@ -93,32 +99,34 @@ def test_registration_ttl_and_delete(tmp_path: Path) -> None:
                 "version": "9.9"}
         assert request(register, "POST", body)[0] == 401
         assert request(register, "POST", body, bearer("wrong"))[0] == 401
-        status, answer = request(register, "POST", body, bearer(AGENT_TOKEN))
+        # the token the coordinator sends to agents is no registration credential
+        assert request(register, "POST", body, bearer(AGENT_TOKEN))[0] == 401
+        status, answer = request(register, "POST", body, bearer(R1_TOKEN))
         assert (status, answer) == (200, {"ttl": 1.0})
         r1 = agents_by_name(coord_url)["r1"]
         assert r1["source"] == "registered" and r1["labels"] == {"role": "db"}
         assert r1["version"] == "9.9" and r1["last_seen"] is not None
 
-        status, error = request(register, "POST", {**body, "name": "../x"}, bearer(AGENT_TOKEN))
+        status, error = request(register, "POST", {**body, "name": "../x"}, bearer(R1_TOKEN))
         assert status == 400 and "name:" in error["error"]["message"]  # type: ignore[index]
         status, error = request(register, "POST", {**body, "url": "file:///x"},
-                                bearer(AGENT_TOKEN))
+                                bearer(R1_TOKEN))
         assert status == 400 and "url:" in error["error"]["message"]  # type: ignore[index]
 
         # heartbeats keep it; silence expires it
         for _ in range(3):
             time.sleep(0.5)
-            assert request(register, "POST", body, bearer(AGENT_TOKEN))[0] == 200
+            assert request(register, "POST", body, bearer(R1_TOKEN))[0] == 200
         assert "r1" in agents_by_name(coord_url)
         time.sleep(1.3)
         assert "r1" not in agents_by_name(coord_url)
 
-        assert request(register, "POST", body, bearer(AGENT_TOKEN))[0] == 200
+        assert request(register, "POST", body, bearer(R1_TOKEN))[0] == 200
         delete = coord_url + "/api/agents/r1"
         assert request(delete, "DELETE", None, bearer("wrong"))[0] == 401
-        assert request(delete, "DELETE", None, bearer(AGENT_TOKEN))[0] == 200
+        assert request(delete, "DELETE", None, bearer(R1_TOKEN))[0] == 200
         assert "r1" not in agents_by_name(coord_url)
-        assert request(delete, "DELETE", None, bearer(AGENT_TOKEN))[0] == 404
+        assert request(delete, "DELETE", None, bearer(R1_TOKEN))[0] == 404
 
 
 def test_client_auth_bearer_and_basic_and_sighup_reload(tmp_path: Path) -> None:

@@ -174,11 +174,16 @@ def test_node_file_proxy_is_byte_exact_with_range_and_conditionals(fleet: Fleet)
 def test_a_real_agent_registers_and_deregisters(tmp_path: Path) -> None:
     token = tmp_path / "agent-token"
     token.write_text(AGENT_TOKEN + "\n")
+    own_token = tmp_path / "reg1-registration-token"  # this node's own credential
+    own_token.write_text("reg1-registration-token-123\n")
+    node_tokens = tmp_path / "registration-tokens"
+    node_tokens.write_text("reg1 reg1-registration-token-123\n")
     coord = coordinator_process(tmp_path, {"agent_token_file": str(token),
+                                           "registration": {"tokens_file": str(node_tokens)},
                                            "health": {"interval": "0.3s"}})
     with coord.start():
         agent = agent_process(tmp_path, 5, "reg1", {"a.log": 5}, token_file=token, register={
-            "coordinator": coord.url, "token_file": str(token), "interval": "0.5s",
+            "coordinator": coord.url, "token_file": str(own_token), "interval": "0.5s",
             "labels": {"team": "ops"}})
         with agent.start():
             reg1 = wait_for(lambda: (a := agents_by_name(coord.url).get("reg1"))

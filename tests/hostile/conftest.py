@@ -19,6 +19,8 @@ from tests.faults.harness import Fleet
 from tests.hostile.rawhttp import RawAnswer
 
 TOKEN = "hostile-test-token-" + "x" * 20
+# registration.tokens_file of the coordinator target: node "ok" may register itself
+REGISTER_NAME, REGISTER_TOKEN = "ok", "ok-registration-token-" + "y" * 16
 
 
 @dataclass
@@ -86,7 +88,8 @@ def agent_target(hostile_base: Path) -> Iterator[Target]:
 
 @pytest.fixture(scope="session")
 def coordinator_target(hostile_base: Path) -> Iterator[Target]:
-    """A coordinator with bearer tokens and a Basic user, in front of two agents."""
+    """A coordinator with bearer tokens and a Basic user, in front of two agents; node
+    ``ok`` may register (`REGISTER_TOKEN`)."""
     from coordinator.users import hash_password  # the coordinator lands later than the agent
 
     base = hostile_base / "coordinator"
@@ -96,13 +99,16 @@ def coordinator_target(hostile_base: Path) -> Iterator[Target]:
     token_file.write_text(TOKEN + "\n")
     users_file = base / "users"
     users_file.write_text(f"alice:{hash_password('correct horse')}\n")
+    node_tokens = base / "registration-tokens"
+    node_tokens.write_text(f"{REGISTER_NAME} {REGISTER_TOKEN}\n")
     fleet = Fleet(base, client_headers={"Authorization": f"Bearer {TOKEN}"})
     fleet.add_agent("a1", {}, roots={"logs": str(root)})
     fleet.add_agent("a2", {"x.log": b"x" * 100})
     try:
         fleet.start_agents()
         coordinator = fleet.start_coordinator(token_file=str(token_file),
-                                              users_file=str(users_file))
+                                              users_file=str(users_file),
+                                              registration={"tokens_file": str(node_tokens)})
         fleet.wait_healthy(2)
         host, port = coordinator.url.removeprefix("http://").split(":")
         yield Target(host, int(port), TOKEN, marker, base / "secret", base)

@@ -17,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.hostile.conftest import Target
+from tests.hostile.conftest import REGISTER_TOKEN, Target
 from tests.hostile.rawhttp import RawAnswer, assert_clear_error, raw_request
 from tests.hostile.test_agent_hostile import TRICKS
 
+REGISTER_AUTH = (b"Authorization", b"Bearer " + REGISTER_TOKEN.encode())
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
@@ -168,10 +169,11 @@ def test_correct_basic_user_passes(coordinator_target: Target) -> None:
 def test_hostile_registrations(coordinator_target: Target, body: bytes) -> None:
     before = {a["name"] for a in call(coordinator_target, b"/api/agents").json()["agents"]}
     answer = call(coordinator_target, b"/api/agents/register", method=b"POST", body=body,
-                  headers=[(b"Content-Type", b"application/json")])
+                  auth=False, headers=[(b"Content-Type", b"application/json"), REGISTER_AUTH])
     after = {a["name"] for a in call(coordinator_target, b"/api/agents").json()["agents"]}
     for name in after - before:  # clean up what got in, so other cases stay independent
-        call(coordinator_target, b"/api/agents/" + name.encode(), method=b"DELETE")
+        call(coordinator_target, b"/api/agents/" + name.encode(), method=b"DELETE",
+             auth=False, headers=[REGISTER_AUTH])
     assert_clear_error(answer)
     assert answer.status == 400, answer.raw[:300]
     assert after == before, after - before

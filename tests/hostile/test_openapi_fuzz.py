@@ -18,7 +18,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.hostile.conftest import Target
+from tests.hostile.conftest import REGISTER_TOKEN, Target
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
@@ -74,8 +74,9 @@ def test_coordinator_registration_api(case: Any, coordinator_target: Target) -> 
     """Negative cases of registration (regression: a body without "name" registered an
     agent called "None")."""
     base = f"http://{coordinator_target.host}:{coordinator_target.port}"
+    register_auth = {"Authorization": f"Bearer {REGISTER_TOKEN}"}  # node "ok"'s own token
     try:
-        response = case.call(base_url=base, timeout=10)
+        response = case.call(base_url=base, headers=register_auth, timeout=10)
         check_answer(coordinator_target, case, response)
     finally:  # keep the shared coordinator's agent list clean for the other tests
         auth = {"Authorization": f"Bearer {coordinator_target.token}"}
@@ -84,5 +85,6 @@ def test_coordinator_registration_api(case: Any, coordinator_target: Target) -> 
         for agent in agents:
             if agent["source"] == "registered":
                 request = urllib.request.Request(
-                    base + "/api/agents/" + urllib.parse.quote(agent["name"]), method="DELETE")
+                    base + "/api/agents/" + urllib.parse.quote(agent["name"]), method="DELETE",
+                    headers=register_auth)
                 urllib.request.urlopen(request, timeout=10).read()
