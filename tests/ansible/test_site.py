@@ -81,7 +81,7 @@ def tool_env(tmp: Path) -> dict[str, str]:
 
 
 def run_playbook(inventory: Path, tmp: Path, *args: str,
-                 timeout: float = 240) -> subprocess.CompletedProcess[str]:
+                 timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [tool("ansible-playbook"), "-i", str(inventory), str(ANSIBLE_DIR / "site.yml"), *args],
         cwd=tmp, env=tool_env(tmp), capture_output=True, text=True, timeout=timeout,
