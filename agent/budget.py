@@ -42,7 +42,23 @@ class Buffer:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.memory = mmap.mmap(-1, size)
+        # private: plain anonymous memory (a shared mapping would be shmem)
+        self.memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+    def unmap(self) -> None:
+        """Give the memory back to the system now.
+
+        A view of the buffer may outlive its use: a connection that failed keeps the error's
+        traceback, whose frames hold the view of the piece it was sending, until the garbage
+        collector breaks the cycle; a read cancelled at shutdown may still be filling it. The
+        mapping then stays until that view goes, but its pages are discarded at once
+        (``MADV_DONTNEED``): nothing will read them again.
+        """
+        try:
+            self.memory.close()
+        except BufferError:
+            if hasattr(mmap, "MADV_DONTNEED"):
+                self.memory.madvise(mmap.MADV_DONTNEED)
 
     def view(self, length: int) -> memoryview:
         return memoryview(self.memory)[:length]
@@ -66,12 +82,16 @@ class ReadBudget:
         self.squeezed = 0  # pieces granted smaller than asked, or not read ahead: budget busy
         self.downloads = 0  # shares open now
         self._shared_used = 0  # the part of `in_use` above the downloads' floors
-        self._pool = BufferPool(capacity)
+        self._pool = BufferPool(capacity, keep=max(2 * self.max_piece, capacity // 8))
 
     @property
-    def pooled(self) -> int:
+    def mapped(self) -> int:
         """Bytes mapped for buffers: borrowed ones plus idle ones kept for reuse."""
         return self._pool.mapped
+
+    @property
+    def mapped_high_water(self) -> int:
+        return self._pool.high_water
 
     def share(self) -> Share:
         """A download's share; close it (`Share.close`) when the download ends."""
@@ -159,44 +179,57 @@ class Share:
 
 
 class BufferPool:
-    """Idle buffers by size, for reuse; the mapped total (lent + idle) stays ≤ *limit*."""
+    """Idle buffers by size, for reuse; the mapped total (lent + idle) stays ≤ *limit*.
 
-    def __init__(self, limit: int) -> None:
+    At most *keep* bytes stay idle: enough for downloads that give a piece back and borrow
+    the next one of the same size at once (the steady state, where reuse saves the page
+    faults of a fresh mapping); buffers of sizes nobody asks for any more are unmapped.
+    """
+
+    def __init__(self, limit: int, keep: int) -> None:
         self.limit = limit
+        self.keep = keep
         self.mapped = 0
+        self.high_water = 0  # the most ever mapped at once
         self._idle: dict[int, list[Buffer]] = {}
+        self._idle_bytes = 0
 
     def get(self, size: int) -> Buffer:
         idle = self._idle.get(size)
         if idle:
+            self._idle_bytes -= size
             return idle.pop()
-        for victim in self._victims(size):  # unmap idle buffers of other sizes to make room
+        for victim in self._victims(self.limit - size):  # unmap idle ones to make room
             self._drop(victim)
         self.mapped += size
+        self.high_water = max(self.high_water, self.mapped)
         return Buffer(size)
 
     def put(self, buffer: Buffer, *, reuse: bool) -> None:
-        if reuse:
-            self._idle.setdefault(buffer.size, []).append(buffer)
-        else:
+        if not reuse:
             self._drop(buffer)
+            return
+        self._idle.setdefault(buffer.size, []).append(buffer)
+        self._idle_bytes += buffer.size
+        for victim in self._victims(self.mapped - self._idle_bytes + self.keep):
+            self._drop(victim)
 
     def trim(self) -> None:
         """Unmap every idle buffer (nothing runs: give the memory back)."""
-        for idle in self._idle.values():
-            for buffer in idle:
-                self._drop(buffer)
-        self._idle.clear()
+        for victim in self._victims(self.mapped - self._idle_bytes):
+            self._drop(victim)
 
-    def _victims(self, size: int) -> Iterator[Buffer]:
+    def _victims(self, mapped_at_most: int) -> Iterator[Buffer]:
+        """Idle buffers to unmap, oldest first, until the mapped total is *mapped_at_most*."""
         for idle in self._idle.values():
-            while idle and self.mapped + size > self.limit:
-                yield idle.pop()
+            while idle and self.mapped > mapped_at_most:
+                buffer = idle.pop(0)
+                self._idle_bytes -= buffer.size
+                yield buffer
 
     def _drop(self, buffer: Buffer) -> None:
-        # Not mmap.close(): a read or a socket write may still hold a view of it (only after
-        # an error); the mapping goes when the last reference does.
         self.mapped -= buffer.size
+        buffer.unmap()
 
 
 def piece_sizes(floor: int, max_piece: int) -> list[int]:

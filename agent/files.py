@@ -345,16 +345,17 @@ class SpanSender:
         return read
 
     async def _write(self, out: PieceWriter, piece: memoryview) -> None:
-        if not piece:
-            return
-        if self.on_piece is not None:
-            self.on_piece(piece)
-        if self.bucket is not None:
-            await self.bucket.consume(len(piece))
-        started = self.clock()
-        await out.write_piece(piece)
-        self.sent += len(piece)
-        self.policy.taken(len(piece), self.clock() - started)
+        with piece:  # released after, even if a traceback keeps this frame: the buffer's
+            if not piece:  # mapping can then go as soon as it is dropped
+                return
+            if self.on_piece is not None:
+                self.on_piece(piece)
+            if self.bucket is not None:
+                await self.bucket.consume(len(piece))
+            started = self.clock()
+            await out.write_piece(piece)
+            self.sent += len(piece)
+            self.policy.taken(len(piece), self.clock() - started)
 
     def _done_with(self, share: Share, read: PieceRead) -> None:
         self._reads.remove(read)

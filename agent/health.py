@@ -164,7 +164,8 @@ def budget_figures(budget: ReadBudget) -> dict[str, int]:
         "bytes": budget.capacity,
         "in_use": budget.in_use,
         "high_water": budget.high_water,
-        "buffers_mapped": budget.pooled,
+        "buffers_mapped": budget.mapped,
+        "buffers_mapped_high_water": budget.mapped_high_water,
         "squeezed": budget.squeezed,
     }
 

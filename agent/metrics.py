@@ -74,7 +74,12 @@ class BudgetCollector(Collector):
             (
                 "read_buffers_mapped_bytes",
                 "Memory mapped for read buffers: in use plus idle ones kept for reuse",
-                budget.pooled,
+                budget.mapped,
+            ),
+            (
+                "read_buffers_mapped_high_water_bytes",
+                "The most read_buffers_mapped_bytes has been since the start",
+                budget.mapped_high_water,
             ),
         )
         for name, text, value in gauges:

@@ -249,20 +249,38 @@ def work_dir(prefix: str, keep: bool = False) -> Iterator[Path]:
 
 
 def agent_server(tmp: Path, data_dir: Path, file_name: str, host: str = "127.0.0.1",
-                 env: dict[str, str] | None = None, **config: Any) -> Server:
+                 env: dict[str, str] | None = None, name: str = "agent",
+                 source: Path | None = None, **config: Any) -> Server:
     """The fleetzip agent serving *data_dir* as root ``data`` (no token: open).
 
     *env* is added to the agent's environment only (e.g. ``MALLOC_ARENA_MAX`` experiments).
+    *source*: run the agent from another source tree (``git archive COMMIT | tar -x -C DIR``)
+    instead of this checkout, to compare commits in one run; *name* tells them apart.
     """
     port = free_port(host)
     cfg = {"node": "bench", "listen": f"{host}:{port}", "roots": {"data": str(data_dir)},
            **config}
-    cfg_path = tmp / "agent.yml"
+    cfg_path = tmp / f"{name}.yml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     base = f"http://{host}:{port}"
-    return Server("agent", [sys.executable, "-m", "agent", "--config", str(cfg_path)],
-                  base, f"{base}/files/data/{file_name}", "/livez", tmp / "agent.log",
-                  env=dict(env or {}))
+    env = dict(env or {})
+    if source is not None:
+        env["PYTHONPATH"] = str(source)  # first on sys.path: its agent/ and common/ win
+    return Server(name, [sys.executable, "-m", "agent", "--config", str(cfg_path)],
+                  base, f"{base}/files/data/{file_name}", "/livez", tmp / f"{name}.log",
+                  cwd=source or REPO_DIR, env=env)
+
+
+def parse_sources(items: Sequence[str]) -> dict[str, Path]:
+    """``["head=/tmp/head"]`` (repeated ``--agent-from``) → ``{"head": Path("/tmp/head")}``."""
+    sources = {}
+    for item in items:
+        name, eq, directory = item.partition("=")
+        path = Path(directory)
+        if not eq or not name or not (path / "agent" / "__main__.py").exists():
+            die(f"--agent-from wants NAME=DIR with an agent/ package in DIR, got {item!r}")
+        sources[name] = path.resolve()
+    return sources
 
 
 def parse_env(items: Sequence[str]) -> dict[str, str]:

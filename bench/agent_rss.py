@@ -116,6 +116,7 @@ class Run:
     budget: int | None = None  # the agent's read_budget
     budget_high_water: int | None = None
     budget_in_use_after: int | None = None
+    mapped_high_water: int | None = None  # read buffers mapped (in use + pooled), at most
     statuses: dict[int, int] = field(default_factory=dict)
     received: int = 0
     errors: list[str] = field(default_factory=list)
@@ -131,6 +132,7 @@ class Run:
                 "fds_idle": self.fds_idle, "fds_after": self.fds_after, "budget": self.budget,
                 "budget_high_water": self.budget_high_water,
                 "budget_in_use_after": self.budget_in_use_after,
+                "mapped_high_water": self.mapped_high_water,
                 "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
                 "received": self.received, "errors": self.errors[:5]}
 
@@ -214,7 +216,7 @@ def agent_metrics(base_url: str) -> dict[str, float]:
     values = {}
     for line in text.splitlines():
         name, _, value = line.partition(" ")
-        if name.startswith("fleetzip_agent_read_budget"):
+        if name.startswith(("fleetzip_agent_read_budget", "fleetzip_agent_read_buffers")):
             values[name] = float(value)
     return values
 
@@ -350,6 +352,8 @@ def measure(server: Server, scenario: Scenario) -> Run:
         run.budget = int(budget.get("fleetzip_agent_read_budget_bytes", 0))
         run.budget_high_water = int(budget.get("fleetzip_agent_read_budget_high_water_bytes", 0))
         run.budget_in_use_after = int(budget.get("fleetzip_agent_read_budget_in_use_bytes", 0))
+        run.mapped_high_water = int(
+            budget.get("fleetzip_agent_read_buffers_mapped_high_water_bytes", 0))
     run.statuses = dict(Counter(c.status for c in clients))
     run.received = sum(c.received for c in clients)
     run.errors = sorted({f"{c.status} {c.error}" for c in clients
@@ -408,7 +412,8 @@ def summarise(runs: list[Run]) -> list[dict[str, Any]]:
             "peaks": [r.peak for r in group], "after": med("after"),
             "fds": f"{max(r.fds_idle for r in group)}→{max(r.fds_after for r in group)}",
             "budget": med("budget"), "budget_high_water": med("budget_high_water"),
-            "budget_in_use_after": max((r.budget_in_use_after or 0) for r in group),
+            "budget_in_use_after": med("budget_in_use_after"),
+            "mapped_high_water": med("mapped_high_water"),
             "statuses": dict(sorted(statuses.items())),
             "MiB_per_s": median([r.received / r.scenario.duration / MIB for r in group]),
         })
@@ -432,12 +437,13 @@ def report(runs: list[Run], args: argparse.Namespace, size: int) -> bool:
         table.append([scenario.name, r["server"], r["rounds"], mib(r["baseline"]),
                       mib(r["peak"]), " ".join(mib(p) for p in r["peaks"]), mib(r["after"]),
                       r["fds"], mib(r["budget"]), mib(r["budget_high_water"]),
+                      mib(r["mapped_high_water"]), mib(r["budget_in_use_after"]),
                       " ".join(f"{k}:{v}" for k, v in r["statuses"].items()),
                       f"{r['MiB_per_s']:.0f}", vs, verdict])
     print()
     print_table(["scenario", "server", "n", "idle RSS", "peak (VmHWM)", "peaks", "after",
-                 "fds idle→after", "budget", "budget hw", "statuses", "MiB/s", "vs nginx",
-                 "target"], table)
+                 "fds idle→after", "budget", "budget hw", "mapped hw", "in use after",
+                 "statuses", "MiB/s", "vs nginx", "target"], table)
     print("(MiB; medians over the rounds; 'peaks' lists every round)")
     print_json_line({
         "bench": "agent_rss", "size": size, "rounds": args.rounds, "matrix": args.matrix,
