@@ -318,10 +318,12 @@ http {{
     scgi_temp_path {tmp}/scgi;
     types {{ }}
     default_type application/octet-stream;
+    limit_conn_zone $server_port zone=conns:1m;
+    limit_conn_status 429;
     server {{
         listen {host}:{port};
         location = /livez {{ return 200 "alive\\n"; }}
-        location /files/data/ {{ alias {data}/; }}
+        location /files/data/ {{ alias {data}/; {limit} }}
     }}
 }}
 """
@@ -344,8 +346,13 @@ SENDFILE_OFF = "sendfile off;\n    output_buffers 2 1m;  # read+write 1 MiB piec
 
 
 def nginx_server(tmp: Path, data_dir: Path, file_name: str, workers: str = "1",
-                 host: str = "127.0.0.1", name: str = "nginx", sendfile: bool = True) -> Server:
-    """nginx (``sendfile on`` unless told) from a generated config, everything inside *tmp*."""
+                 host: str = "127.0.0.1", name: str = "nginx", sendfile: bool = True,
+                 max_conns: int | None = None) -> Server:
+    """nginx (``sendfile on`` unless told) from a generated config, everything inside *tmp*.
+
+    *max_conns*: at most that many downloads at once, 429 past it (``limit_conn``), like the
+    agent's ``max_concurrent_downloads``.
+    """
     binary = nginx_binary()
     prefix = tmp / name
     prefix.mkdir()
@@ -354,6 +361,7 @@ def nginx_server(tmp: Path, data_dir: Path, file_name: str, workers: str = "1",
     conf = prefix / "nginx.conf"
     conf.write_text(NGINX_CONF.format(user=user, workers=workers, tmp=prefix, host=host,
                                       port=port, data=data_dir,
+                                      limit=f"limit_conn conns {max_conns};" if max_conns else "",
                                       sendfile=SENDFILE_ON if sendfile else SENDFILE_OFF),
                     encoding="utf-8")
     base = f"http://{host}:{port}"

@@ -374,7 +374,7 @@ def make_server(kind: str, tmp: Path, path: Path, scenario: Scenario,
             cfg["read_budget"] = args.read_budget
         return agent_server(sub, path.parent, path.name, env=parse_env(args.agent_env), **cfg)
     if kind == "nginx":
-        return nginx_server(sub, path.parent, path.name, workers="1")
+        return nginx_server(sub, path.parent, path.name, workers="1", max_conns=scenario.slots)
     return static_server(sub, path.parent, path.name)
 
 
