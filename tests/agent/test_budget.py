@@ -96,6 +96,15 @@ def test_a_budget_too_small_for_its_slots_is_refused() -> None:
         ReadBudget(31 * FLOOR, slots=32, max_piece=MIB)
 
 
+def test_a_huge_budget_maps_nothing_up_front() -> None:
+    """A typo like ``read_budget: 1TB`` costs nothing until downloads really use it."""
+    budget = budget_for(32, 1 << 40)
+    assert budget.mapped == 0
+    share = budget.share()
+    buffer = share.borrow(MIB)
+    assert buffer is not None and buffer.size == MIB and budget.mapped == MIB
+
+
 # -- never exceeded, whatever the order ---------------------------------------------------
 
 ops = st.lists(
