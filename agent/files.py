@@ -27,8 +27,6 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Protocol, cast
 
-import aiofiles
-from aiofiles.threadpool.binary import AsyncFileIO
 from tornado.iostream import StreamClosedError
 
 from agent.bandwidth import TokenBucket
@@ -259,7 +257,7 @@ class PieceRead:
 
     __slots__ = ("buffer", "done", "length")
 
-    def __init__(self, buffer: Buffer, length: int, done: asyncio.Future[int | None]) -> None:
+    def __init__(self, buffer: Buffer, length: int, done: asyncio.Future[int]) -> None:
         self.buffer, self.length, self.done = buffer, length, done
 
     @property
@@ -303,20 +301,15 @@ class SpanSender:
         self.shrunk = False
         self.client_left = False
         self._reads: list[PieceRead] = []  # in flight or not yet sent
-        self._file: AsyncFileIO | None = None
 
     async def send(self, out: PieceWriter) -> int:
         """Send the span; the number of bytes written."""
         share = self.budget.share()
         try:
-            os.lseek(self.fd, self.offset, os.SEEK_SET)  # sets the offset: no I/O, never blocks
-            self._file = await aiofiles.open(
-                self.fd, "rb", buffering=0, closefd=False, executor=self.executor
-            )
             pending = self._read_next(share)
             await out.flush()  # the headers, while the first piece is read
             while pending is not None:
-                got = await pending.done or 0
+                got = await pending.done
                 # A short read means the file got shorter than it was at the start.
                 self.shrunk = got < pending.length
                 ahead = None
@@ -343,8 +336,9 @@ class SpanSender:
         if buffer is None:
             return None
         length = min(buffer.size, left)
-        assert self._file is not None
-        done = asyncio.ensure_future(self._file.readinto(buffer.view(length)))
+        done = asyncio.get_running_loop().run_in_executor(
+            self.executor, os.preadv, self.fd, [buffer.view(length)], self.offset
+        )
         self.offset += length
         read = PieceRead(buffer, length, done)
         self._reads.append(read)
