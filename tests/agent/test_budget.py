@@ -72,6 +72,19 @@ def test_a_download_holding_nothing_always_gets_its_floor_at_once() -> None:
     assert budget.squeezed == 4  # the refused read-ahead and three small pieces
 
 
+def test_a_download_that_comes_late_gets_only_what_is_free() -> None:
+    """Pieces granted while fewer downloads ran are still held: the newcomer's fair part
+    would not fit beside them, so it gets what fits: its floor and 64 KiB of the rest."""
+    budget = budget_for(2, 2 * FLOOR + 2 * MIB + 64 * KIB)
+    early = budget.share()
+    assert [b.size for b in (early.borrow(MIB), early.borrow(MIB)) if b is not None] == [
+        MIB, MIB]
+    late = budget.share()  # its fair part: 64 KiB + (2 MiB + 64 KiB) / 4 -> 512 KiB
+    got = late.borrow(MIB)
+    assert got is not None and got.size == 2 * FLOOR  # 256 KiB would not fit
+    assert budget.in_use == 2 * MIB + 2 * FLOOR <= budget.capacity
+
+
 def test_a_read_ahead_is_whole_or_nothing() -> None:
     budget = budget_for(2, 2 * FLOOR + MIB)
     a, b = budget.share(), budget.share()
@@ -114,7 +127,7 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(slots=st.integers(1, 8), extra=st.integers(0, 8 * MIB), steps=ops)
 def test_in_use_and_mapped_never_exceed_the_budget(slots: int, extra: int,
                                                    steps: list[tuple[str, int, int]]) -> None:
