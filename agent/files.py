@@ -307,7 +307,9 @@ class SpanSender:
         share = self.budget.share()
         try:
             pending = self._read_next(share)
-            await out.flush()  # the headers, while the first piece is read
+            if pending is not None:
+                await pending.done  # a first read that fails still gets an error answer
+            await out.flush()  # the headers
             while pending is not None:
                 got = await pending.done
                 # A short read means the file got shorter than it was at the start.
