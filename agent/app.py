@@ -2,7 +2,8 @@
 
 Everything a handler needs travels in the app settings: the frozen config's values, the
 `AgentState` (slots, draining flag, counters), the token store, metrics, the shared
-bandwidth bucket and the executor used for file I/O. Several apps can share a process.
+bandwidth bucket, the read budget and the executor used for file I/O. Several apps can share
+a process.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import tornado.web
 
 from agent.bandwidth import TokenBucket
+from agent.budget import ReadBudget
 from agent.config import AgentConfig
 from agent.files import FileHandler
 from agent.health import (
@@ -60,7 +62,9 @@ def make_app(
     state = state or AgentState(max_downloads=config.max_concurrent_downloads)
     if bandwidth is None and config.max_bandwidth > 0:
         bandwidth = TokenBucket(config.max_bandwidth, burst=config.chunk_size)
-    metrics = AgentMetrics(state)
+    piece = bandwidth.piece_size(config.chunk_size) if bandwidth else config.chunk_size
+    budget = ReadBudget(config.read_budget, slots=state.max_downloads, max_piece=piece)
+    metrics = AgentMetrics(state, budget)
     labels = config.register.labels if config.register is not None else {}
     return tornado.web.Application(
         routes(),
@@ -75,6 +79,7 @@ def make_app(
         authenticator=TokenAuthenticator(tokens) if tokens.enabled else None,
         token_store=tokens,
         bandwidth=bandwidth,
+        read_budget=budget,
         file_executor=executor,
         **settings,
     )

@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.budget import FLOOR
 from common import config as cfg
 from common.config import Duration, FieldError, Size
 from common.names import check_node_name
@@ -14,6 +15,9 @@ from common.origin import parse_origin
 from common.tls import TlsConfig
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Bytes read from disk and not yet sent, across all downloads (agent/budget.py). Chosen by
+# measurement: bench/README.md, "Memory".
+DEFAULT_READ_BUDGET = 32 * 1024 * 1024
 
 
 def short_hostname() -> str:
@@ -56,6 +60,7 @@ class AgentConfig:
     chunk_size: Size = 1024 * 1024
     max_concurrent_downloads: int = 32
     max_bandwidth: Size = 0  # bytes/s shared by all downloads; 0 = unlimited
+    read_budget: Size = DEFAULT_READ_BUDGET
     shutdown_timeout: Duration = 30.0
     register: RegisterConfig | None = None
     log_level: str = "info"
@@ -76,8 +81,19 @@ class AgentConfig:
             raise FieldError("chunk_size", "must be at least 1 byte")
         if self.max_concurrent_downloads < 1:
             raise FieldError("max_concurrent_downloads", "must be at least 1")
+        self._check_read_budget()
         if self.log_level.lower() not in LOG_LEVELS:
             raise FieldError("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+
+    def _check_read_budget(self) -> None:
+        """Every download slot needs its smallest piece set aside (agent/budget.py)."""
+        need = self.max_concurrent_downloads * min(FLOOR, self.chunk_size)
+        if self.read_budget < need:
+            raise FieldError(
+                "read_budget",
+                f"{self.read_budget} bytes is less than 64KiB (or chunk_size, if smaller) for "
+                f"each of the {self.max_concurrent_downloads} download slots: at least {need}",
+            )
 
     def _check_roots(self) -> None:
         if not self.roots:

@@ -4,7 +4,9 @@ The verb method reads like a script; every policy is a named hook. Blocking work
 and opening the path, each read) runs in an executor; the event loop only writes. Pieces are
 paced to the client (`PacePolicy`): up to ``chunk_size`` and read one ahead while the client
 keeps up; about 50 ms of its pace (at least 64 KiB) and nothing ahead while it is the
-bottleneck, so slow downloads hold little memory. The span to send is fixed when the
+bottleneck, so slow downloads hold little memory. Every piece is read into a buffer of the
+agent's read budget (`agent.budget`), which bounds the bytes read and not yet sent across all
+downloads and adapts piece sizes to how many run. The span to send is fixed when the
 response starts, so a file that grows is sent up to its size at that moment; one that shrinks
 ends the response early (the connection is closed, so the client sees the short body) and is
 logged.
@@ -19,12 +21,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from typing import Protocol, cast
 
 from tornado.iostream import StreamClosedError
 
 from agent.bandwidth import TokenBucket
+from agent.budget import Buffer, ReadBudget, Share
 from agent.paths import OpenFile, open_regular_file
 from agent.ranges import Conditions, Plan, Validators, plan_response
 from agent.state import AgentState
@@ -141,7 +145,7 @@ class FileHandler(BaseHandler):
             opened.fd,
             plan.start,
             plan.stop,
-            chunk_size=self.settings["chunk_size"],
+            budget=self.settings["read_budget"],
             bucket=self.settings.get("bandwidth"),
             executor=self.settings.get("file_executor"),
         )
@@ -152,6 +156,19 @@ class FileHandler(BaseHandler):
             self.count_bytes(sender.sent)
         if sender.shrunk:
             self.file_shrank(sender.sent, plan.length)
+
+    def write_piece(self, piece: memoryview) -> Awaitable[None]:
+        """Hand one piece of the body to the connection; resolves once the kernel has all of it.
+
+        Not ``self.write(chunk)`` + ``flush()``: `RequestHandler.write` takes only `bytes`, a new
+        object for every piece — the heap the read budget is there to bound. The connection
+        takes a view of the budget's reused buffer without copying it, counts it against
+        ``Content-Length``, and its future resolves when the last byte is in the socket, the
+        moment ``flush()`` would resolve. The headers went first, with ``flush()``.
+        """
+        assert self.request.connection is not None
+        # typed `bytes`; HTTP1Connection hands it to IOStream.write, which takes a memoryview
+        return self.request.connection.write(cast(bytes, piece))
 
     def limit_unsent(self, lowat: int = UNSENT_LOWAT) -> None:
         """Let the kernel queue only about *lowat* unsent bytes on this connection.
@@ -220,12 +237,38 @@ class PacePolicy:
             self.size = max(self.min_piece, whole)
 
 
-class SpanSender:
-    """Reads ``[start, stop)`` of *fd* and writes it to a handler, paced by a `PacePolicy`.
+class PieceWriter(Protocol):
+    """Where `SpanSender` writes: `FileHandler` (tests use their own)."""
 
-    Stops quietly when the client leaves (`StreamClosedError`: the client's choice, not an
-    error) and when the file ends before *stop* (`shrunk`). Waits for its read in flight
-    before returning, so the caller may close *fd* at once.
+    def flush(self) -> Awaitable[None]: ...
+
+    def write_piece(self, piece: memoryview) -> Awaitable[None]: ...
+
+
+class PieceRead:
+    """A piece being read: the budget's buffer it goes into, its length, the read in flight."""
+
+    __slots__ = ("buffer", "done", "length")
+
+    def __init__(self, buffer: Buffer, length: int, done: asyncio.Future[int]) -> None:
+        self.buffer, self.length, self.done = buffer, length, done
+
+    @property
+    def finished(self) -> bool:
+        """The read no longer touches the buffer (a cancelled one may still, in its thread)."""
+        return self.done.done() and not self.done.cancelled()
+
+
+class SpanSender:
+    """Reads ``[start, stop)`` of *fd* and writes it to a `PieceWriter`, paced by a `PacePolicy`.
+
+    Each piece is read (``preadv``, in *executor*) into a buffer borrowed from the agent's
+    `ReadBudget` and given back once the kernel has the piece; *on_piece* (if given) sees every
+    piece's bytes, in order, just before they are written — the one place the body passes by
+    (the view is valid only during the call). Stops quietly when the client leaves
+    (`StreamClosedError`: the client's choice, not an error) and when the file ends before
+    *stop* (`shrunk`). Waits for its reads in flight before returning, so the caller may close
+    *fd* at once; returns every buffer to the budget, whatever happened.
     """
 
     def __init__(
@@ -234,59 +277,93 @@ class SpanSender:
         start: int,
         stop: int,
         *,
-        chunk_size: int,
+        budget: ReadBudget,
         bucket: TokenBucket | None = None,
         executor: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_piece: Callable[[memoryview], None] | None = None,
     ) -> None:
         self.fd, self.offset, self.stop = fd, start, stop
-        piece = bucket.piece_size(chunk_size) if bucket is not None else chunk_size
-        self.policy = PacePolicy(piece)
+        self.budget = budget
+        self.policy = PacePolicy(budget.max_piece, min_piece=budget.floor)
         self.bucket = bucket
         self.executor = executor
         self.clock = clock
+        self.on_piece = on_piece
         self.sent = 0
         self.shrunk = False
         self.client_left = False
+        self._reads: list[PieceRead] = []  # in flight or not yet sent
 
-    def _read_next(self) -> tuple[asyncio.Future[bytes], int] | None:
-        size = min(self.policy.size, self.stop - self.offset)
-        if size <= 0:
-            return None
-        future = asyncio.get_running_loop().run_in_executor(
-            self.executor, os.pread, self.fd, size, self.offset
-        )
-        self.offset += size
-        return future, size
-
-    async def send(self, handler: BaseHandler) -> int:
+    async def send(self, out: PieceWriter) -> int:
         """Send the span; the number of bytes written."""
-        pending = self._read_next()
+        share = self.budget.share()
         try:
+            pending = self._read_next(share)
+            if pending is not None:
+                await pending.done  # a first read that fails still gets an error answer
+            await out.flush()  # the headers
             while pending is not None:
-                chunk = await pending[0]
+                got = await pending.done
                 # A short read means the file got shorter than it was at the start.
-                self.shrunk = len(chunk) < pending[1]
-                ahead = not self.shrunk and self.policy.read_ahead
-                pending = self._read_next() if ahead else None
-                await self._write(handler, chunk)
-                del chunk  # not held while the next piece is read
-                if pending is None and not self.shrunk:
-                    pending = self._read_next()
+                self.shrunk = got < pending.length
+                ahead = None
+                if self.policy.read_ahead and not self.shrunk:
+                    ahead = self._read_next(share)
+                await self._write(out, pending.buffer.view(got))
+                self._done_with(share, pending)
+                if ahead is None and not self.shrunk:
+                    ahead = self._read_next(share)
+                pending = ahead
         except StreamClosedError:
             self.client_left = True
         finally:
-            if pending is not None:
-                await asyncio.wait([pending[0]])
+            await self._settle(share)
         return self.sent
 
-    async def _write(self, handler: BaseHandler, chunk: bytes) -> None:
-        if not chunk:
-            return
-        if self.bucket is not None:
-            await self.bucket.consume(len(chunk))
-        started = self.clock()
-        handler.write(chunk)
-        await handler.flush()
-        self.sent += len(chunk)
-        self.policy.taken(len(chunk), self.clock() - started)
+    def _read_next(self, share: Share) -> PieceRead | None:
+        """Start reading the next piece, as big as the pace and the budget allow; None at the
+        end of the span, or when the budget has no room for a read ahead."""
+        left = self.stop - self.offset
+        if left <= 0:
+            return None
+        buffer = share.borrow(min(self.policy.size, left))
+        if buffer is None:
+            return None
+        length = min(buffer.size, left)
+        done = asyncio.get_running_loop().run_in_executor(
+            self.executor, os.preadv, self.fd, [buffer.view(length)], self.offset
+        )
+        self.offset += length
+        read = PieceRead(buffer, length, done)
+        self._reads.append(read)
+        return read
+
+    async def _write(self, out: PieceWriter, piece: memoryview) -> None:
+        with piece:  # released after, even if a traceback keeps this frame: the buffer's
+            if not piece:  # mapping can then go as soon as it is dropped
+                return
+            if self.on_piece is not None:
+                self.on_piece(piece)
+            if self.bucket is not None:
+                await self.bucket.consume(len(piece))
+            started = self.clock()
+            await out.write_piece(piece)
+            self.sent += len(piece)
+            self.policy.taken(len(piece), self.clock() - started)
+
+    def _done_with(self, share: Share, read: PieceRead) -> None:
+        self._reads.remove(read)
+        share.give_back(read.buffer)
+
+    async def _settle(self, share: Share) -> None:
+        """Wait for the reads still in flight, then give every buffer back and close *share*."""
+        try:
+            running = [read.done for read in self._reads if not read.done.done()]
+            if running:
+                await asyncio.wait(running)
+            for read in self._reads:
+                share.give_back(read.buffer, reuse=read.finished)
+        finally:
+            self._reads.clear()
+            share.close()  # anything left (cancelled while waiting) is dropped, not pooled

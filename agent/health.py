@@ -13,6 +13,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from agent.budget import ReadBudget
 from agent.state import AgentState
 from common import __version__
 from common import health as hf
@@ -152,8 +153,21 @@ class InfoHandler(_AgentHandler):
                 "max_concurrent_downloads": state.max_downloads,
                 "bytes_served": state.bytes_served,
                 "draining": state.draining,
+                "read_budget": budget_figures(self.settings["read_budget"]),
             }
         )
+
+
+def budget_figures(budget: ReadBudget) -> dict[str, int]:
+    """The read budget for ``/info``: bytes it allows, in use now, at most so far, mapped."""
+    return {
+        "bytes": budget.capacity,
+        "in_use": budget.in_use,
+        "high_water": budget.high_water,
+        "buffers_mapped": budget.mapped,
+        "buffers_mapped_high_water": budget.mapped_high_water,
+        "squeezed": budget.squeezed,
+    }
 
 
 class MetricsHandler(_AgentHandler):

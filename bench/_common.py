@@ -249,20 +249,38 @@ def work_dir(prefix: str, keep: bool = False) -> Iterator[Path]:
 
 
 def agent_server(tmp: Path, data_dir: Path, file_name: str, host: str = "127.0.0.1",
-                 env: dict[str, str] | None = None, **config: Any) -> Server:
+                 env: dict[str, str] | None = None, name: str = "agent",
+                 source: Path | None = None, **config: Any) -> Server:
     """The fleetzip agent serving *data_dir* as root ``data`` (no token: open).
 
     *env* is added to the agent's environment only (e.g. ``MALLOC_ARENA_MAX`` experiments).
+    *source*: run the agent from another source tree (``git archive COMMIT | tar -x -C DIR``)
+    instead of this checkout, to compare commits in one run; *name* tells them apart.
     """
     port = free_port(host)
     cfg = {"node": "bench", "listen": f"{host}:{port}", "roots": {"data": str(data_dir)},
            **config}
-    cfg_path = tmp / "agent.yml"
+    cfg_path = tmp / f"{name}.yml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     base = f"http://{host}:{port}"
-    return Server("agent", [sys.executable, "-m", "agent", "--config", str(cfg_path)],
-                  base, f"{base}/files/data/{file_name}", "/livez", tmp / "agent.log",
-                  env=dict(env or {}))
+    env = dict(env or {})
+    if source is not None:
+        env["PYTHONPATH"] = str(source)  # first on sys.path: its agent/ and common/ win
+    return Server(name, [sys.executable, "-m", "agent", "--config", str(cfg_path)],
+                  base, f"{base}/files/data/{file_name}", "/livez", tmp / f"{name}.log",
+                  cwd=source or REPO_DIR, env=env)
+
+
+def parse_sources(items: Sequence[str]) -> dict[str, Path]:
+    """``["head=/tmp/head"]`` (repeated ``--agent-from``) → ``{"head": Path("/tmp/head")}``."""
+    sources = {}
+    for item in items:
+        name, eq, directory = item.partition("=")
+        path = Path(directory)
+        if not eq or not name or not (path / "agent" / "__main__.py").exists():
+            die(f"--agent-from wants NAME=DIR with an agent/ package in DIR, got {item!r}")
+        sources[name] = path.resolve()
+    return sources
 
 
 def parse_env(items: Sequence[str]) -> dict[str, str]:
@@ -300,10 +318,12 @@ http {{
     scgi_temp_path {tmp}/scgi;
     types {{ }}
     default_type application/octet-stream;
+    limit_conn_zone $server_port zone=conns:1m;
+    limit_conn_status 429;
     server {{
         listen {host}:{port};
         location = /livez {{ return 200 "alive\\n"; }}
-        location /files/data/ {{ alias {data}/; }}
+        location /files/data/ {{ alias {data}/; {limit} }}
     }}
 }}
 """
@@ -326,8 +346,13 @@ SENDFILE_OFF = "sendfile off;\n    output_buffers 2 1m;  # read+write 1 MiB piec
 
 
 def nginx_server(tmp: Path, data_dir: Path, file_name: str, workers: str = "1",
-                 host: str = "127.0.0.1", name: str = "nginx", sendfile: bool = True) -> Server:
-    """nginx (``sendfile on`` unless told) from a generated config, everything inside *tmp*."""
+                 host: str = "127.0.0.1", name: str = "nginx", sendfile: bool = True,
+                 max_conns: int | None = None) -> Server:
+    """nginx (``sendfile on`` unless told) from a generated config, everything inside *tmp*.
+
+    *max_conns*: at most that many downloads at once, 429 past it (``limit_conn``), like the
+    agent's ``max_concurrent_downloads``.
+    """
     binary = nginx_binary()
     prefix = tmp / name
     prefix.mkdir()
@@ -336,6 +361,7 @@ def nginx_server(tmp: Path, data_dir: Path, file_name: str, workers: str = "1",
     conf = prefix / "nginx.conf"
     conf.write_text(NGINX_CONF.format(user=user, workers=workers, tmp=prefix, host=host,
                                       port=port, data=data_dir,
+                                      limit=f"limit_conn conns {max_conns};" if max_conns else "",
                                       sendfile=SENDFILE_ON if sendfile else SENDFILE_OFF),
                     encoding="utf-8")
     base = f"http://{host}:{port}"

@@ -37,6 +37,7 @@ from _common import (
     nginx_server,
     parse_env,
     parse_size,
+    parse_sources,
     print_json_line,
     print_table,
     py_spy,
@@ -90,6 +91,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--agent-env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra environment for the agent only (repeatable), e.g. "
                         "MALLOC_ARENA_MAX=1")
+    p.add_argument("--agent-from", action="append", default=[], metavar="NAME=DIR",
+                   help="also measure the agent of another source tree, e.g. a commit "
+                        "unpacked with `git archive C | tar -x -C DIR` (repeatable)")
     p.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     return p.parse_args(argv)
@@ -104,6 +108,9 @@ def build_servers(tmp: Path, data: Path, name: str, args: argparse.Namespace) ->
         nginx_server(tmp, data, name, workers="1"),
         static_server(tmp, data, name),
     ]
+    for other, source in parse_sources(args.agent_from).items():
+        servers.append(agent_server(tmp, data, name, env=parse_env(args.agent_env), name=other,
+                                    source=source, **agent_cfg))
     if args.nginx_auto:
         servers.append(nginx_server(tmp, data, name, workers="auto", name="nginx-auto"))
     if args.nginx_nosendfile:
@@ -162,6 +169,11 @@ def report(tallies: dict[str, Tally], size: int, args: argparse.Namespace) -> bo
           f"{'met' if ok else 'MISSED'}); agent/StaticFileHandler = {ratio_static:.2f}")
     print(f"median of per-round ratios: agent/nginx = {paired_nginx:.2f}, "
           f"agent/StaticFileHandler = {paired_static:.2f}")
+    others = {name: (median(tallies["agent"].speeds) / median(t.speeds),
+                     paired_ratio(tallies["agent"], t))
+              for name, t in tallies.items() if name in args.agent_from_names}
+    for name, (of_medians, paired) in others.items():
+        print(f"agent/{name} = {of_medians:.2f} (median of per-round ratios {paired:.2f})")
     print_json_line({
         "bench": "agent_throughput", "size": size, "rounds": args.rounds,
         "chunk_size": args.chunk_size, "nginx_worker_processes": 1,
@@ -171,6 +183,8 @@ def report(tallies: dict[str, Tally], size: int, args: argparse.Namespace) -> bo
         "agent_vs_nginx_paired": round(paired_nginx, 3),
         "agent_vs_static_paired": round(paired_static, 3),
         "target_vs_nginx": TARGET_VS_NGINX, "target_met": ok, "machine": machine_notes(),
+        "agent_from": args.agent_from,
+        "agent_vs_other_agents": {n: [round(a, 3), round(b, 3)] for n, (a, b) in others.items()},
     })
     return ok
 
@@ -184,6 +198,7 @@ def print_profile(path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    args.agent_from_names = list(parse_sources(args.agent_from))
     require_curl()
     nginx_binary()
     size = parse_size(args.size)

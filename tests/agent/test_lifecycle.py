@@ -184,6 +184,10 @@ def run_agent(config: Path) -> subprocess.CompletedProcess[str]:
         ({"colour": "blue"}, "colour"),
         ({"chunk_size": "lots"}, "chunk_size"),
         ({"max_concurrent_downloads": "many"}, "max_concurrent_downloads"),
+        ({"read_budget": "lots"}, "read_budget"),
+        ({"read_budget": 0}, "read_budget"),
+        ({"read_budget": "1MiB"}, "read_budget"),  # < 64 KiB for each of the 32 slots
+        ({"read_budget": "4MiB", "max_concurrent_downloads": 100}, "read_budget"),
         ({"shutdown_timeout": [1]}, "shutdown_timeout"),
         ({"roots": {"logs": "/nonexistent/fleetzip/logs"}}, "roots.logs"),
         ({"tls": {"cert": "CERT", "key": "/nonexistent/key.pem"}}, "tls.key"),

@@ -13,12 +13,11 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import cast
 
 import pytest
 
+from agent.budget import ReadBudget
 from agent.files import PacePolicy, SpanSender
-from common.web import BaseHandler
 from tests.agent.conftest import AgentFactory, Tree
 
 KIB, MIB = 1024, 1024 * 1024
@@ -77,9 +76,9 @@ def test_policy_small_chunk_size_is_both_bounds() -> None:
 
 
 class PacedHandler:
-    """Takes what `SpanSender` writes, at *delay* seconds per flush, and records what it got.
+    """Takes what `SpanSender` writes, at *delay* seconds per piece, and records what it got.
 
-    `outstanding` is, at each flush, the bytes read from the file (or being read) and not yet
+    `outstanding` is, at each piece, the bytes read from the file (or being read) and not yet
     sent: the memory the download holds.
     """
 
@@ -90,27 +89,32 @@ class PacedHandler:
         self.outstanding: list[int] = []
         self.sender: SpanSender | None = None
         self.start = 0
-
-    def write(self, chunk: bytes) -> None:
-        assert isinstance(chunk, bytes)  # RequestHandler.write takes bytes, not views
-        self.body += chunk
-        self.writes.append(len(chunk))
+        self.flushes = 0
 
     async def flush(self) -> None:
+        self.flushes += 1  # the headers
+
+    async def write_piece(self, piece: memoryview) -> None:
         assert self.sender is not None
+        self.body += piece
+        self.writes.append(len(piece))
         self.outstanding.append(self.sender.offset - self.start - self.sender.sent)
         await asyncio.sleep(self.delay)
 
 
-def send_file(path: Path, delay: float, start: int, stop: int) -> tuple[PacedHandler, int]:
+def send_file(
+    path: Path, delay: float, start: int, stop: int, budget: ReadBudget | None = None
+) -> tuple[PacedHandler, int]:
     handler = PacedHandler(delay)
+    budget = budget or ReadBudget(32 * MIB, slots=4, max_piece=256 * KIB)
     fd = os.open(path, os.O_RDONLY)
     try:
-        sender = SpanSender(fd, start, stop, chunk_size=256 * KIB)
+        sender = SpanSender(fd, start, stop, budget=budget)
         handler.sender, handler.start = sender, start
-        sent = asyncio.run(sender.send(cast(BaseHandler, handler)))
+        sent = asyncio.run(sender.send(handler))
     finally:
         os.close(fd)
+    assert handler.flushes == 1
     return handler, sent
 
 
