@@ -60,6 +60,9 @@ class AgentState:
     version: str | None = None
     error: str | None = None
     reported_labels: dict[str, str] = field(default_factory=dict)
+    # What the agent's /info says it can do (release 0.2: "checksum", "deflate"); empty for
+    # an agent of the previous release, or one not asked yet.
+    features: frozenset[str] = frozenset()
 
 
 # -- agents_file (file_sd) ------------------------------------------------------------

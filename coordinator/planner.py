@@ -92,7 +92,8 @@ class Planner:
             if rejected:
                 error += f"; {len(rejected)} unsafe entr(y/ies) refused: {rejected[0]}"
             return SkippedNode(agent.name, agent.url, "skipped", error)
-        return NodePlan(agent, selection.root, tuple(files), tuple(rejected))
+        features = self.registry.state(agent.name).features
+        return NodePlan(agent, selection.root, tuple(files), tuple(rejected), features)
 
     # -- sizes and limits --------------------------------------------------------------
 

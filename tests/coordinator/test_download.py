@@ -182,7 +182,10 @@ def node_status(status: dict[str, Any], node: str) -> dict[str, Any]:
     return next(n for n in status["nodes"] if n["node"] == node)
 
 
-def check_with_tools(body: bytes, tmp_path: Path, *, sha_check: bool = True) -> Path:
+def check_with_tools(body: bytes, tmp_path: Path, *, sha_check: bool = True,
+                     failed: frozenset[str] = frozenset()) -> Path:
+    """unzip -t and 7z t pass; after extraction, ``sha256sum -c`` flags exactly *failed*
+    (the entries that are not true copies of their source: partial, zero-filled)."""
     path = tmp_path / "out.zip"
     path.write_bytes(body)
     for tool, args in (("unzip", ["-t", "-qq"]), ("7z", ["t", "-bd"])):
@@ -194,7 +197,10 @@ def check_with_tools(body: bytes, tmp_path: Path, *, sha_check: bool = True) -> 
     if sha_check:
         result = subprocess.run(["sha256sum", "-c", "--strict", "_fleetzip/SHA256SUMS"],
                                 cwd=out, capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout + result.stderr
+        flagged = {line.rsplit(": ", 1)[0] for line in result.stdout.splitlines()
+                   if line.endswith(": FAILED")}
+        assert flagged == failed, result.stdout + result.stderr
+        assert result.returncode == (1 if failed else 0), result.stdout + result.stderr
     return out
 
 
@@ -338,7 +344,8 @@ def test_agent_killed_for_good_leaves_a_valid_partial_archive(
         assert zf.read("alpha/logs/later.log") == bytes(1000)  # node down: zero-filled
         assert zf.read("beta/logs/ok.log") == (fleet.roots["beta"] / "ok.log").read_bytes()
     assert node_status(status, "beta")["state"] == "ok"
-    check_with_tools(body, tmp_path)
+    check_with_tools(body, tmp_path, failed=frozenset({"alpha/logs/big.log",
+                                                       "alpha/logs/later.log"}))
 
 
 def test_frozen_agent_hits_the_idle_timeout(fleet: Fleet,
@@ -363,7 +370,7 @@ def test_frozen_agent_hits_the_idle_timeout(fleet: Fleet,
     big = node_status(status, "alpha")["files"][0]
     assert "idle_timeout" in big["error"] and big["bytes"] < 1_500_000
     assert node_status(status, "beta")["state"] == "ok"
-    check_with_tools(body, tmp_path)
+    check_with_tools(body, tmp_path, failed=frozenset({"alpha/logs/big.log"}))
 
 
 def test_client_leaving_closes_every_agent_connection(
