@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402  (bench scripts run from anywhere)
+from _common import (
     GIB,
     MIB,
     ensure_file,

@@ -14,7 +14,7 @@ The log is generated once under ``bench/data`` (``--log-size``, 64 MiB): combine
 access-log lines with varied client addresses, users, timestamps in order, methods, paths with
 ids and query strings, status codes, sizes, referers and user agents, from a fixed seed.
 Every variant's output is decompressed and compared with the input before it counts.
-Targets (issue 12): ≥ 5 × the seed's throughput at ≤ 1.25 × zlib-6's size.
+Targets (issue 12): ≥ 5 x the seed's throughput at ≤ 1.25 x zlib-6's size.
 
     .venv/bin/python bench/agent_deflate.py --rounds 3
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402  (bench scripts run from anywhere)
+from _common import (
     DATA_DIR,
     MIB,
     machine_notes,
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"{sizes[name] / sizes[ref_name]:.3f}"])
     print(f"log {path.name}: {size // MIB} MiB of access-log lines; frames of {frame // 1024} KiB;"
           f" {args.rounds} rounds, medians; CPU from /proc/self/stat")
-    print_table(["variant", "MB/s per core", "× zlib-6", "ratio in/out", "size × zlib-6"], rows)
+    print_table(["variant", "MB/s per core", "x zlib-6", "ratio in/out", "size x zlib-6"], rows)
     print_json_line({"bench": "agent_deflate", "size": size, "frame": frame,
                      "rounds": args.rounds, "figures": figures, "machine": machine_notes()})
     return 0

@@ -159,7 +159,7 @@ def test_bad_parameters_are_400_naming_them(shared_agent: ServerProcess, shared_
                                             query: str, parameter: str) -> None:
     shared_tree.write("sum/params.bin", DATA)
     started = time.monotonic()
-    status, headers, body = checksum(shared_agent, "sum/params.bin", query)
+    status, _headers, body = checksum(shared_agent, "sum/params.bin", query)
     assert time.monotonic() - started < 2
     assert status == 400, body
     assert body["error"]["code"] == "bad_request"
@@ -174,7 +174,7 @@ def test_bad_parameters_are_400_naming_them(shared_agent: ServerProcess, shared_
     "/checksum/logs/", "/checksum/logs/%00",
 ])
 def test_paths_outside_the_root_are_refused(shared_agent: ServerProcess, target: str) -> None:
-    status, headers, body = raw_get(shared_agent.url, target + "?sha256=1")
+    status, _headers, body = raw_get(shared_agent.url, target + "?sha256=1")
     assert status in (400, 404), (status, body)
     assert SECRET not in body
     assert json.loads(body)["error"]["code"] in ("bad_request", "not_found", "unknown_root")
@@ -249,7 +249,7 @@ def test_an_unfinished_download_stores_nothing(shared_agent: ServerProcess,
         assert sock.recv(1024).startswith(b"HTTP/1.1 206")
     wait_for(lambda: json.loads(raw_get(shared_agent.url, "/info")[2])["active_downloads"] == 0)
     before = digested(shared_agent, "checksum")
-    status, _, answer = checksum(shared_agent, "sum/left.bin", "sha256=1")
+    _status, _, answer = checksum(shared_agent, "sum/left.bin", "sha256=1")
     assert answer["sha256"] == hashlib.sha256(big).hexdigest()
     assert digested(shared_agent, "checksum") == before + len(big)  # a pass: nothing cached
 

@@ -7,7 +7,9 @@ deflate parts plus ``b"\\x03\\x00"`` (an empty final block) must inflate to exac
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import os
 import struct
 import zlib
 
@@ -178,7 +180,7 @@ def test_head_has_the_frame_headers(shared_agent: ServerProcess, log_file: str) 
 ])
 def test_bad_compress_parameters_are_400(shared_agent: ServerProcess, log_file: str,
                                          query: str, parameter: str) -> None:
-    status, headers, body = raw_get(shared_agent.url, f"/files/logs/{log_file}?{query}")
+    status, _headers, body = raw_get(shared_agent.url, f"/files/logs/{log_file}?{query}")
     assert status == 400, body[:200]
     error = json.loads(body)["error"]
     assert error["code"] == "bad_request"
@@ -189,3 +191,36 @@ def test_bad_compress_parameters_are_400(shared_agent: ServerProcess, log_file: 
 def test_range_beyond_the_file_is_416(shared_agent: ServerProcess, log_file: str) -> None:
     status, _, body = frames_of(shared_agent, log_file, len(LOG) + 5, len(LOG) + 10)
     assert (status, json.loads(body)["error"]["code"]) == (416, "range_not_satisfiable")
+
+
+def test_a_file_that_shrinks_cuts_the_body_after_whole_frames(
+    shared_agent: ServerProcess, shared_tree: Tree
+) -> None:
+    """The frames so far stay valid; the body ends without its last chunk, visibly cut."""
+    size = 16 * 1024 * 1024
+    data = os.urandom(size)  # incompressible: frames are as big as their source, so the
+    path = shared_tree.write("frames/shrinking.log", data)  # agent waits on the client
+    host, port = shared_agent.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", "/files/logs/frames/shrinking.log?compress=deflate",
+                 headers={"Range": f"bytes=0-{size - 1}"})
+    response = conn.getresponse()
+    assert response.status == 200
+    os.truncate(path, 1024 * 1024)  # log rotation truncated the file
+    with pytest.raises(http.client.IncompleteRead) as info:
+        response.read()
+    conn.close()
+    body = info.value.partial
+    frames, at = [], 0
+    while at + FRAME.size <= len(body):
+        length, source, crc = FRAME.unpack_from(body, at)
+        if at + FRAME.size + length > len(body):
+            break
+        frames.append((body[at + FRAME.size:at + FRAME.size + length], source, crc))
+        at += FRAME.size + length
+    done = sum(source for _, source, _ in frames)
+    assert 0 < done < size
+    assert frames[-1][2] == zlib.crc32(data[:done])
+    assert inflate(b"".join(d for d, _, _ in frames) + CLOSE) == (data[:done], True)
+    assert "frames/shrinking.log shrank while being sent" in shared_agent.output()
+    assert "Traceback" not in shared_agent.output()
