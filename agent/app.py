@@ -13,7 +13,9 @@ from typing import Any
 import tornado.web
 
 from agent.bandwidth import TokenBucket
+from agent.checksum import ChecksumHandler, Checksums
 from agent.config import AgentConfig
+from agent.digests import ChecksumCache, DigestMetrics
 from agent.files import FileHandler
 from agent.health import (
     HealthHandler,
@@ -36,6 +38,7 @@ def routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     return [
         (r"/", IndexHandler),
         (rf"/files/{_SEGMENT}/(.+)", FileHandler),
+        (rf"/checksum/{_SEGMENT}/(.+)", ChecksumHandler),
         (rf"/list/{_SEGMENT}/?", ListHandler),
         (rf"/list/{_SEGMENT}/(.+)", ListHandler),
         (r"/livez", LivezHandler),
@@ -76,5 +79,6 @@ def make_app(
         token_store=tokens,
         bandwidth=bandwidth,
         file_executor=executor,
+        checksums=Checksums(ChecksumCache(), DigestMetrics(metrics.registry)),
         **settings,
     )

@@ -27,6 +27,8 @@ from concurrent.futures import Executor
 from tornado.iostream import StreamClosedError
 
 from agent.bandwidth import TokenBucket
+from agent.deflate import frame_request, send_frames
+from agent.digests import SpanDigest
 from agent.paths import OpenFile, open_regular_file
 from agent.ranges import Conditions, Plan, Validators, plan_response
 from agent.state import AgentState
@@ -71,13 +73,16 @@ class FileHandler(BaseHandler):
 
     async def serve(self, root: str, path: str, *, include_body: bool) -> None:
         self.state.check_accepting()
+        frames = frame_request(self)  # ?compress=deflate: agent.deflate answers instead
         opened = await self.open_file(root, path)
         try:
             plan = plan_response(
                 self.request.method or "GET", self.conditions(), *self.describe(opened)
             )
             self.set_file_headers(opened)
-            if plan.status in (200, 206):
+            if plan.status in (200, 206) and frames is not None:
+                await send_frames(self, opened, plan, frames, body=include_body)
+            elif plan.status in (200, 206):
                 self.set_span_headers(plan, opened)
                 if include_body:
                     await self.send_span(opened, plan)
@@ -144,6 +149,7 @@ class FileHandler(BaseHandler):
         """Stream ``[plan.start, plan.stop)`` of the file, holding a download slot."""
         self.state.acquire()
         self.limit_unsent()
+        digest = self.send_pass(opened, plan)
         sender = SpanSender(
             opened.fd,
             plan.start,
@@ -151,14 +157,25 @@ class FileHandler(BaseHandler):
             chunk_size=self.settings["chunk_size"],
             bucket=self.settings.get("bandwidth"),
             executor=self.settings.get("file_executor"),
+            observer=digest,
         )
         try:
             await sender.send(self)
         finally:
             self.state.release()
             self.count_bytes(sender.sent)
+            if digest is not None:
+                digest.finish(sender.sent)
         if sender.shrunk:
             self.file_shrank(sender.sent, plan.length)
+
+    def send_pass(self, opened: OpenFile, plan: Plan) -> SpanDigest | None:
+        """Digests of a range download (206) for the checksum cache (agent.digests)."""
+        checksums = self.settings.get("checksums")
+        if checksums is None or plan.status != 206:
+            return None
+        digest: SpanDigest = checksums.send_pass(opened, plan.start, plan.stop)
+        return digest
 
     def limit_unsent(self, lowat: int = UNSENT_LOWAT) -> None:
         """Let the kernel queue only about *lowat* unsent bytes on this connection.
@@ -245,6 +262,7 @@ class SpanSender:
         bucket: TokenBucket | None = None,
         executor: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
+        observer: SpanDigest | None = None,
     ) -> None:
         self.fd, self.offset, self.stop = fd, start, stop
         piece = bucket.piece_size(chunk_size) if bucket is not None else chunk_size
@@ -252,6 +270,7 @@ class SpanSender:
         self.bucket = bucket
         self.executor = executor
         self.clock = clock
+        self.observer = observer  # sees each piece in the read thread (the send pass)
         self.sent = 0
         self.shrunk = False
         self.client_left = False
@@ -261,10 +280,16 @@ class SpanSender:
         if size <= 0:
             return None
         future = asyncio.get_running_loop().run_in_executor(
-            self.executor, os.pread, self.fd, size, self.offset
+            self.executor, self._pread, size, self.offset
         )
         self.offset += size
         return future, size
+
+    def _pread(self, size: int, offset: int) -> bytes:
+        chunk = os.pread(self.fd, size, offset)
+        if self.observer is not None:
+            self.observer.update(chunk, offset)
+        return chunk
 
     async def send(self, handler: BaseHandler) -> int:
         """Send the span; the number of bytes written."""

@@ -18,6 +18,10 @@ from common import __version__
 from common import health as hf
 from common.web import BaseHandler
 
+# What this agent offers beyond release 0.1 (docs/agent-protocol.md); a coordinator that
+# does not find a feature here does that work itself.
+FEATURES = ("checksum", "deflate")
+
 
 @dataclass(frozen=True)
 class RootStatus:
@@ -152,6 +156,7 @@ class InfoHandler(_AgentHandler):
                 "max_concurrent_downloads": state.max_downloads,
                 "bytes_served": state.bytes_served,
                 "draining": state.draining,
+                "features": list(FEATURES),
             }
         )
 
@@ -167,7 +172,9 @@ class MetricsHandler(_AgentHandler):
 
 
 ROUTES = {
-    "/files/{root}/{path}": "GET, HEAD: a file, Range and conditional requests (token)",
+    "/files/{root}/{path}": "GET, HEAD: a file, Range and conditional requests (token); "
+    "?compress=deflate[&crc=]: the range as raw-deflate frames",
+    "/checksum/{root}/{path}?start=&end=&sha256=": "GET: CRC-32 (and SHA-256) of a range (token)",
     "/list/{root}[/{dir}]?glob=&recursive=&since=": "GET: files below a directory (token)",
     "/info": "GET: node, version, roots, downloads (token)",
     "/metrics": "GET: Prometheus metrics (token)",
