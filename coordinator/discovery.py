@@ -303,6 +303,7 @@ class Registry:
             "name": agent.name, "url": agent.url, "labels": self.labels(agent),
             "source": agent.source, "health": state.health,
             "last_seen": _iso(state.last_seen), "version": state.version, "error": state.error,
+            "features": sorted(state.features),
         }
 
     def service_discovery(self) -> list[dict[str, Any]]:

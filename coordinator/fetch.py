@@ -4,9 +4,10 @@ abortable; with the checksums release-0.2 agents give.
 * Stored entries of an agent with the ``checksum`` feature: the CRC-32 of the planned range
   is asked first (``GET /checksum/...?start=0&end=size``) and promised in the local header;
   this runs when the fetch starts, i.e. up to ``download.parallel`` entries ahead of the one
-  being written (the prefetch). After the data, ``/checksum?...&sha256=1`` with ``If-Match``
-  gives the SHA-256 (cached by the agent's send pass) and the range's CRC-32 now: another
-  CRC, or a 412, marks the entry corrupt. When no CRC can be had before the header, the
+  being written (the prefetch). After the data, ``/checksum?...&sha256=1`` gives the SHA-256
+  (cached by the agent's send pass) and the range's CRC-32 now: another CRC than the one
+  promised marks the entry corrupt (no ``If-Match``: a log that grew has another ETag, but
+  its planned range is intact). When no CRC can be had before the header, the
   entry takes at most ``size - 4`` bytes and its last 4 bytes are padding that makes the
   promised CRC hold (`coordinator.zipwriter.forcing_bytes`); it is marked partial.
 * ``compression=deflate`` with the ``deflate`` feature: ``?compress=deflate`` answers frames
@@ -198,10 +199,10 @@ class EntryFetch:
             query["sha256"] = "1"
         url = self.api.url(self.node.plan.agent, "checksum", self.node.plan.root,
                            self.file.path, query)
-        headers = {"If-Match": self._etag} if sha256 and self._etag else None
+        # No If-Match after the entry: a log that grew since has another ETag, yet its planned
+        # range is intact. The range's CRC-32 now, against the one promised, is the check.
         # A pre-pass over a big file takes time on the agent: the idle timeout bounds it.
-        return self.api.request(url, headers=headers, request_timeout=self.config.idle_timeout
-                                or None)
+        return self.api.request(url, request_timeout=self.config.idle_timeout or None)
 
     async def _checksum(self, sha256: bool) -> dict[str, Any]:
         body = await self.api.get_json(self._checksum_request(sha256))
@@ -252,6 +253,9 @@ class EntryFetch:
         except AgentError as exc:
             self.entry.note(f"no SHA-256 from the agent: {exc}")
             return
+        identity = file_identity(answer["etag"]) if answer["etag"] else None
+        if self._identity is not None and identity not in (None, self._identity):
+            return  # another file at the path now (rotated after it was read): not ours
         self.entry.agent_crc32 = answer["crc32"]
         self.entry.agent_sha256 = answer["sha256"]
 

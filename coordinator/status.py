@@ -232,11 +232,13 @@ NO_HASH = "0" * 64  # listed for an entry that is not its source file: no file h
 def render_sha256sums(status: ArchiveStatus) -> bytes:
     """``<sha256>  <entry>`` for every entry in the archive (`sha256sum -c` format).
 
-    An entry that is not a true copy of its source (partial, padded, corrupt, or whose
-    hash is unknown) is listed with `NO_HASH`, so ``sha256sum -c`` reports exactly those
-    files as FAILED; the status files say why.
+    An entry that is not a true copy of its source (partial, padded, corrupt) is listed
+    with `NO_HASH`, so ``sha256sum -c`` reports exactly those files as FAILED; the status
+    files say why. A complete entry whose hash is not known (its agent could not give it) is
+    not listed.
     """
-    lines = [f"{f.sha256 or NO_HASH}  {f.entry}\n" for f in status.files() if f.included]
+    lines = [f"{f.sha256 or NO_HASH}  {f.entry}\n" for f in status.files()
+             if f.included and (f.sha256 is not None or not f.complete)]
     return "".join(lines).encode("utf-8")
 
 
