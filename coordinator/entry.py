@@ -127,6 +127,18 @@ class Entry:
 
     def feed(self, data: bytes, raw: int | None = None,
              crc: int | None = None) -> Awaitable[bool] | None:
+        """`put`, then `room`."""
+        self.put(data, raw, crc)
+        return self.room()
+
+    def room(self) -> Awaitable[bool] | None:
+        """None while there is room, else an awaitable for "room again"."""
+        if self._held >= self.limit and not self._finished:
+            self._writable.clear()
+            return self._writable.wait()
+        return None
+
+    def put(self, data: bytes, raw: int | None = None, crc: int | None = None) -> None:
         """Queue *data* (stored bytes cut at the wanted size, or a whole frame)."""
         if raw is None:
             data = data[: self.remaining]
@@ -137,10 +149,6 @@ class Entry:
             self.gauge.add(len(data))
             self.status.bytes += raw
             self._readable.set()
-        if self._held >= self.limit and not self._finished:
-            self._writable.clear()
-            return self._writable.wait()
-        return None
 
     def finish(self, error: str | None = None) -> None:
         """No more data comes; *error* says why when the entry is short or missing."""

@@ -434,11 +434,10 @@ class EntryFetch:
         except FrameError as exc:
             self._abort(f"agent sent bad deflate frames: {exc}")
             return None
-        waiter = None
         for data, raw, crc in frames:
             self.frame_crc = crc
-            waiter = self.entry.feed(data, raw, crc) or waiter
-        return waiter
+            self.entry.put(data, raw, crc)
+        return self.entry.room()
 
     # -- idle timeout ----------------------------------------------------------------------
     # A timer on the loop, re-armed every min(idle_timeout / 4, 1 s) while an attempt runs

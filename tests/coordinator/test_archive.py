@@ -71,7 +71,7 @@ class Sink:
 
 async def produce(entry: Entry, data: bytes, *, stop_at: int | None = None,
                   error: str | None = None, piece: int = 1000,
-                  promise: int | None = None) -> None:
+                  promise: int | None = None, after: bool = True) -> None:
     """Play the agent: promise the CRC (new agents), send, finish, give the SHA-256."""
     if entry.mode is Mode.AGENT_CRC:
         entry.promise(zlib.crc32(data[:entry.status.size]) if promise is None else promise)
@@ -85,7 +85,7 @@ async def produce(entry: Entry, data: bytes, *, stop_at: int | None = None,
                 await waiter
             await asyncio.sleep(0)
     entry.finish(error)
-    if entry.mode.agent_checksums and stop_at is None:
+    if entry.mode.agent_checksums and stop_at is None and after:
         entry.agent_sha256 = hashlib.sha256(data[:entry.status.size]).hexdigest()
         entry.agent_crc32 = zlib.crc32(data[:entry.status.size])
     entry.verified.set()
@@ -246,10 +246,14 @@ def test_short_long_and_failed_entries_keep_the_size_and_crc_promise(
     assert sha_check(path, tmp_path) == {"n1/logs/dir/f0.log", "n2/logs/dir/f0.log"}
 
 
-def test_content_that_differs_from_the_promised_crc_is_marked_corrupt(tmp_path: Path) -> None:
-    """The file was rewritten between the agent's CRC pass and its send pass."""
+@pytest.mark.parametrize("after", [True, False], ids=["agent-says", "agent-silent"])
+def test_content_that_differs_from_the_promised_crc_is_marked_corrupt(tmp_path: Path,
+                                                                     after: bool) -> None:
+    """The file was rewritten between the agent's CRC pass and its send pass: caught by the
+    CRC-32 of what passed, whether or not the agent's after-entry check answers."""
     plan = make_plan({"n1": [5000, 100]})
-    behaviour: dict[str, dict[str, object]] = {"n1/logs/dir/f0.log": {"promise": 12345}}
+    behaviour: dict[str, dict[str, object]] = {"n1/logs/dir/f0.log": {"promise": 12345,
+                                                                       "after": after}}
     data, _ = asyncio.run(run_archive(plan, behaviour))
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         status = json.loads(zf.read(status_files.STATUS_JSON))
