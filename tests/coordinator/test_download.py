@@ -313,11 +313,16 @@ def test_too_many_downloads_get_429(fleet: Fleet,
     conn.close()
 
 
+@pytest.mark.parametrize("compression", ["stored", "deflate"])
 def test_agent_killed_mid_entry_and_restarted_is_resumed(
-        fleet: Fleet, coordinator: Callable[..., Coordinator], tmp_path: Path) -> None:
+        fleet: Fleet, coordinator: Callable[..., Coordinator], tmp_path: Path,
+        compression: str) -> None:
+    """Stored: resumed with Range from the byte reached. Deflate (the agent's frames): from
+    the last complete frame, with its running CRC; the entry is one valid deflate stream."""
     fleet.add("alpha", {"big.log": 1_500_000}, max_bandwidth="500KiB")
+    (fleet.roots["alpha"] / "big.log").write_bytes(os.urandom(1_500_000))  # incompressible
     c = coordinator(resume_attempts=10, idle_timeout=5)
-    conn, response = open_stream(c, query())
+    conn, response = open_stream(c, query(compression=compression))
     first = response.read(300_000)
     os.kill(fleet.agents["alpha"].pid, signal.SIGKILL)
     fleet.restart("alpha")
@@ -328,6 +333,9 @@ def test_agent_killed_mid_entry_and_restarted_is_resumed(
     files = node_status(read_status(body), "alpha")["files"]
     assert files[0]["resumed"] >= 1 and files[0]["bytes"] == 1_500_000
     assert files[0]["error"] is None
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert zf.getinfo("alpha/logs/big.log").compress_type == (
+            zipfile.ZIP_DEFLATED if compression == "deflate" else zipfile.ZIP_STORED)
     check_with_tools(body, tmp_path)
 
 
