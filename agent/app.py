@@ -15,7 +15,9 @@ import tornado.web
 
 from agent.bandwidth import TokenBucket
 from agent.budget import ReadBudget
+from agent.checksum import ChecksumHandler, Checksums
 from agent.config import AgentConfig
+from agent.digests import ChecksumCache, DigestMetrics
 from agent.files import FileHandler
 from agent.health import (
     HealthHandler,
@@ -38,6 +40,7 @@ def routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     return [
         (r"/", IndexHandler),
         (rf"/files/{_SEGMENT}/(.+)", FileHandler),
+        (rf"/checksum/{_SEGMENT}/(.+)", ChecksumHandler),
         (rf"/list/{_SEGMENT}/?", ListHandler),
         (rf"/list/{_SEGMENT}/(.+)", ListHandler),
         (r"/livez", LivezHandler),
@@ -81,5 +84,6 @@ def make_app(
         bandwidth=bandwidth,
         read_budget=budget,
         file_executor=executor,
+        checksums=Checksums(ChecksumCache(), DigestMetrics(metrics.registry)),
         **settings,
     )

@@ -29,6 +29,8 @@ from tornado.iostream import StreamClosedError
 
 from agent.bandwidth import TokenBucket
 from agent.budget import Buffer, ReadBudget, Share
+from agent.deflate import frame_request, send_frames
+from agent.digests import SpanDigest
 from agent.paths import OpenFile, open_regular_file
 from agent.ranges import Conditions, Plan, Validators, plan_response
 from agent.state import AgentState
@@ -68,13 +70,16 @@ class FileHandler(BaseHandler):
 
     async def serve(self, root: str, path: str, *, include_body: bool) -> None:
         self.state.check_accepting()
+        frames = frame_request(self)  # ?compress=deflate: agent.deflate answers instead
         opened = await self.open_file(root, path)
         try:
             plan = plan_response(
                 self.request.method or "GET", self.conditions(), *self.describe(opened)
             )
             self.set_file_headers(opened)
-            if plan.status in (200, 206):
+            if plan.status in (200, 206) and frames is not None:
+                await send_frames(self, opened, plan, frames, body=include_body)
+            elif plan.status in (200, 206):
                 self.set_span_headers(plan, opened)
                 if include_body:
                     await self.send_span(opened, plan)
@@ -141,6 +146,7 @@ class FileHandler(BaseHandler):
         """Stream ``[plan.start, plan.stop)`` of the file, holding a download slot."""
         self.state.acquire()
         self.limit_unsent()
+        digest = self.send_pass(opened, plan)
         sender = SpanSender(
             opened.fd,
             plan.start,
@@ -148,12 +154,15 @@ class FileHandler(BaseHandler):
             budget=self.settings["read_budget"],
             bucket=self.settings.get("bandwidth"),
             executor=self.settings.get("file_executor"),
+            observer=digest,
         )
         try:
             await sender.send(self)
         finally:
             self.state.release()
             self.count_bytes(sender.sent)
+            if digest is not None:
+                digest.finish(sender.sent)
         if sender.shrunk:
             self.file_shrank(sender.sent, plan.length)
 
@@ -169,6 +178,14 @@ class FileHandler(BaseHandler):
         assert self.request.connection is not None
         # typed `bytes`; HTTP1Connection hands it to IOStream.write, which takes a memoryview
         return self.request.connection.write(cast(bytes, piece))
+
+    def send_pass(self, opened: OpenFile, plan: Plan) -> SpanDigest | None:
+        """Digests of a range download (206) for the checksum cache (agent.digests)."""
+        checksums = self.settings.get("checksums")
+        if checksums is None or plan.status != 206:
+            return None
+        digest: SpanDigest = checksums.send_pass(opened, plan.start, plan.stop)
+        return digest
 
     def limit_unsent(self, lowat: int = UNSENT_LOWAT) -> None:
         """Let the kernel queue only about *lowat* unsent bytes on this connection.
@@ -263,12 +280,12 @@ class SpanSender:
     """Reads ``[start, stop)`` of *fd* and writes it to a `PieceWriter`, paced by a `PacePolicy`.
 
     Each piece is read (``preadv``, in *executor*) into a buffer borrowed from the agent's
-    `ReadBudget` and given back once the kernel has the piece; *on_piece* (if given) sees every
-    piece's bytes, in order, just before they are written — the one place the body passes by
-    (the view is valid only during the call). Stops quietly when the client leaves
-    (`StreamClosedError`: the client's choice, not an error) and when the file ends before
-    *stop* (`shrunk`). Waits for its reads in flight before returning, so the caller may close
-    *fd* at once; returns every buffer to the budget, whatever happened.
+    `ReadBudget` and given back once the kernel has the piece; *observer* (if given, the send
+    pass's `agent.digests.SpanDigest`) sees every piece's bytes, in order, in the read thread
+    right after the read — the one place the body passes by, off the event loop. Stops quietly
+    when the client leaves (`StreamClosedError`: the client's choice, not an error) and when
+    the file ends before *stop* (`shrunk`). Waits for its reads in flight before returning, so
+    the caller may close *fd* at once; returns every buffer to the budget, whatever happened.
     """
 
     def __init__(
@@ -281,7 +298,7 @@ class SpanSender:
         bucket: TokenBucket | None = None,
         executor: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
-        on_piece: Callable[[memoryview], None] | None = None,
+        observer: SpanDigest | None = None,
     ) -> None:
         self.fd, self.offset, self.stop = fd, start, stop
         self.budget = budget
@@ -289,7 +306,7 @@ class SpanSender:
         self.bucket = bucket
         self.executor = executor
         self.clock = clock
-        self.on_piece = on_piece
+        self.observer = observer  # sees each piece in the read thread (the send pass)
         self.sent = 0
         self.shrunk = False
         self.client_left = False
@@ -332,19 +349,27 @@ class SpanSender:
             return None
         length = min(buffer.size, left)
         done = asyncio.get_running_loop().run_in_executor(
-            self.executor, os.preadv, self.fd, [buffer.view(length)], self.offset
+            self.executor, self._pread_into, buffer.view(length), self.offset
         )
         self.offset += length
         read = PieceRead(buffer, length, done)
         self._reads.append(read)
         return read
 
+    def _pread_into(self, view: memoryview, offset: int) -> int:
+        """Read into *view* at *offset* (in the executor), then show the bytes to the observer.
+
+        Reads are issued one at a time, each after the previous finished, so the observer sees
+        the pieces in order."""
+        got = os.preadv(self.fd, [view], offset)
+        if self.observer is not None:
+            self.observer.update(view[:got], offset)
+        return got
+
     async def _write(self, out: PieceWriter, piece: memoryview) -> None:
         with piece:  # released after, even if a traceback keeps this frame: the buffer's
             if not piece:  # mapping can then go as soon as it is dropped
                 return
-            if self.on_piece is not None:
-                self.on_piece(piece)
             if self.bucket is not None:
                 await self.bucket.consume(len(piece))
             started = self.clock()

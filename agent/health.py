@@ -19,6 +19,10 @@ from common import __version__
 from common import health as hf
 from common.web import BaseHandler
 
+# What this agent offers beyond release 0.1 (docs/agent-protocol.md); a coordinator that
+# does not find a feature here does that work itself.
+FEATURES = ("checksum", "deflate")
+
 
 @dataclass(frozen=True)
 class RootStatus:
@@ -154,6 +158,7 @@ class InfoHandler(_AgentHandler):
                 "bytes_served": state.bytes_served,
                 "draining": state.draining,
                 "read_budget": budget_figures(self.settings["read_budget"]),
+                "features": list(FEATURES),
             }
         )
 
@@ -181,7 +186,9 @@ class MetricsHandler(_AgentHandler):
 
 
 ROUTES = {
-    "/files/{root}/{path}": "GET, HEAD: a file, Range and conditional requests (token)",
+    "/files/{root}/{path}": "GET, HEAD: a file, Range and conditional requests (token); "
+    "?compress=deflate[&crc=]: the range as raw-deflate frames",
+    "/checksum/{root}/{path}?start=&end=&sha256=": "GET: CRC-32 (and SHA-256) of a range (token)",
     "/list/{root}[/{dir}]?glob=&recursive=&since=": "GET: files below a directory (token)",
     "/info": "GET: node, version, roots, downloads (token)",
     "/metrics": "GET: Prometheus metrics (token)",

@@ -37,6 +37,7 @@ class OpenFile:
     mtime: float
     mtime_ns: int
     inode: int
+    device: int = 0  # st_dev: with the inode, which file this is
 
 
 def check_request_path(path: str) -> str:
@@ -111,4 +112,5 @@ def open_regular_file(real_roots: dict[str, str], root: str, path: str) -> OpenF
         mtime=info.st_mtime,
         mtime_ns=info.st_mtime_ns,
         inode=info.st_ino,
+        device=info.st_dev,
     )

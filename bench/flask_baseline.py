@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 
 import requests
 import waitress
-from flask import Flask, Response
-from zipstream import ZipStream
+from flask import Flask, Response, request
+from zipstream import ZIP_DEFLATED, ZIP_STORED, ZipStream
 
 CHUNK = 1024 * 1024
 
@@ -38,7 +38,8 @@ def make_app(sources: Sequence[tuple[str, str]]) -> Flask:
     @app.get("/download")
     def download() -> Response:
         session = requests.Session()
-        zs = ZipStream(sized=False)
+        deflate = request.args.get("compression") == "deflate"  # zlib level 6, as the seed
+        zs = ZipStream(sized=False, compress_type=ZIP_DEFLATED if deflate else ZIP_STORED)
         for name, url in sources:
             zs.add(stream_from(session, url), f"{name}/{url.rsplit('/', 1)[-1]}")
         return Response(zs, mimetype="application/zip",

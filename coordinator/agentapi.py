@@ -23,7 +23,6 @@ from typing import Any
 
 from tornado.http1connection import HTTP1Connection
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
-from tornado.httputil import HTTPHeaders
 from tornado.iostream import IOStream
 from tornado.netutil import DefaultLoopResolver, Resolver
 from tornado.simple_httpclient import SimpleAsyncHTTPClient, _HTTPConnection
@@ -270,13 +269,6 @@ class AgentApi:
         url = self.url(agent, "list", root, path, query)
         idle = timeout if timeout is not None else self.config.download.idle_timeout
         return await self.get_json(self.request(url, request_timeout=idle))
-
-    async def head(self, agent: AgentRef, root: str, path: str) -> HTTPHeaders:
-        """Headers of ``HEAD /files/{root}/{path}``; `AgentStatusError` unless 200."""
-        response = await self.fetch(self.request(self.file_url(agent, root, path), method="HEAD"))
-        if response.code != 200:
-            raise AgentStatusError(response.code, "")
-        return response.headers
 
     async def readyz(self, agent: AgentRef, timeout: float) -> tuple[bool, str | None]:
         """(ready, reason when not); raises `AgentUnreachable` when it does not answer."""

@@ -1,324 +1,138 @@
-"""The merged ZIP: layout, exact size arithmetic and the streaming pipeline (the status
-files it ends with are rendered by `coordinator.status`).
+"""The merged ZIP: what each entry is (its mode and spec), the archive's layout, and the
+streaming pipeline (the status files it ends with are rendered by `coordinator.status`).
 
 Nothing here knows HTTP. The download handler gives the pipeline a ``write`` (queue, then
-await "gone out"); the fetcher (`coordinator.fetch`) fills one `EntryData` per planned
-file. The pipeline drives zipstream-ng's synchronous generator:
+await "gone out"); the fetcher (`coordinator.fetch`) fills one `Entry` per planned file;
+`coordinator.zipwriter` frames the bytes:
 
-    agent fetch ──feed()──▶ EntryData (bounded) ──next()──▶ ZipStream ──write()──▶ client
-                  awaits space           awaited ready               one write in flight
-                                             └──▶ DigestLane (SHA-256, in a worker)
+    agent fetch ──feed()──▶ Entry (< 2 chunks) ──take()──▶ ArchiveStream ──▶ ZipWriter ──▶ client
+                                                              └──▶ HashLane (CRC-32 [+ SHA-256])
 
-Before every step of the zip generator the driver awaits "the current entry has a chunk
-ready or is finished", so the generator never blocks and never sees an empty buffer. The
-work per byte is spread over three lanes that overlap on different cores:
+Who does the per-byte work depends on the node's features, known at plan time, so the
+layout (and a sized archive's ``Content-Length``) is fixed before the first byte:
 
-* the event loop moves bytes between the sockets and runs the zip steps of stored archives
-  (`_zip_step`: zipstream-ng's CRC-32 over up to one chunk, ~0.17 ms per MiB);
-* each entry's `DigestLane` computes its SHA-256 (the dearest part, ~0.55 ms per MiB) in a
-  small thread pool as the chunks arrive (`coordinator.digest`);
-* deflate steps (unsized archives) run in the same pool when they are over
-  `INLINE_STEP_DEFLATE` bytes; one step is in flight per download, so order is kept.
+* stored, agent with ``checksum``: the agent's CRC-32 goes into the local header (no data
+  descriptor); its SHA-256 comes after the entry. The coordinator only checks the CRC-32
+  of what passes (isal, in a worker), which is what lets it pad a short entry so the
+  promised CRC holds: the last 4 bytes of the zero padding are chosen for it
+  (`coordinator.zipwriter.forcing_bytes`);
+* stored, old agent: CRC-32 and SHA-256 here (in a worker); a data descriptor;
+* deflate, agent with ``deflate``: its raw deflate frames are spliced into the entry, which
+  ends with an empty final block (``03 00``) and a descriptor with the frames' running CRC;
+* deflate, old agent: compressed here (zlib, in a worker, one step at a time).
 
-Each stage awaits the next one, so a slow client slows the agents down: memory stays
-bounded by ``parallel`` entry buffers (a few chunks each, held until both the zip and the
-digest lane are done with them) plus two output chunks, whatever the file sizes.
+Each stage awaits the next one, so a slow client slows the agents down. Memory per
+download: ``parallel`` entry queues (< 2 chunks each, one deflate frame more), a hash
+lane's backlog (< 2 chunks) and the output (one write in flight plus gathered small pieces,
+< 2 chunks): about (2 x parallel + 4) x chunk_size, whatever the file sizes.
 
-Sized (stored) archives promise an exact ``Content-Length``. Every entry is written at its
+Sized (stored) archives promise an exact ``Content-Length``: every entry is written at its
 planned size (cut if the agent sends more, zero-padded if it sends less or fails) and the
-three status files are reserved at a fixed padded size computed from the plan, so the
-promise always holds.
+three status files are reserved at a fixed padded size computed from the plan.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
-from zipstream import ZIP_DEFLATED, ZIP_STORED, ZipStream
-
-from coordinator.digest import INLINE_HASH, DigestLane
-from coordinator.model import Plan
+from coordinator.digest import ZEROS, HashLane, crc32, crc32_zeros
+from coordinator.entry import BufferGauge, Entry, Mode, Piece
+from coordinator.model import NodePlan, Plan, PlannedFile
 from coordinator.status import (
-    FILE_ERROR_LIMIT,
     SHA256SUMS,
     STATUS_JSON,
     STATUS_TXT,
     ArchiveStatus,
-    FileStatus,
     StatusReservation,
-    clip_error,
     pad,
     render_sha256sums,
     render_status_json,
     render_status_txt,
 )
+from coordinator.zipwriter import (
+    ArchiveLayout,
+    EntrySpec,
+    ZipWriter,
+    deflated,
+    forcing_bytes,
+    layout,
+    stored,
+)
 
-ZERO_CHUNK = 64 * 1024  # zero padding is yielded in pieces of this size (or the entry limit)
-ZIP_THREADS = 2  # worker threads of a coordinator's zip executor (SHA-256 lanes, deflate)
-# Where a zip step runs. Stored: always on the event loop. Its only work is the CRC-32
-# (~0.17 ms per MiB), and with the SHA-256 in the digest lanes, a hop to a worker per step
-# cost more than it saved: interleaved A/B on the 2-core bench VM (bench/coordinator_zip.py,
-# 3 x 3 rounds), steps on the loop were 1.09x faster (858 vs 784 MiB/s median). Deflate (level
-# 6) costs ~4 ms per MiB of log text: a step over 8 KiB (~35 us) goes to a worker, a
-# smaller one (zip headers, small files, the tail of an entry) costs less than the hop.
-INLINE_STEP = 1 << 62
-INLINE_STEP_DEFLATE = 8 * 1024
+log = logging.getLogger(__name__)
+
+ZIP_THREADS = 2  # worker threads of a coordinator's zip executor (hash lanes, deflate)
+DEFLATE_LEVEL = 6  # the coordinator's own compression (old agents), as zipstream-ng did
+INLINE_DEFLATE = 8 * 1024  # smaller pieces are compressed on the loop (a hop costs more)
+FINAL_BLOCK = b"\x03\x00"  # an empty final static deflate block: ends an agent's frames
+ZERO_HASH_INLINE = 1024 * 1024  # CRC of a longer zero padding runs in a worker
+CRC_TAIL = 4
+
+
 # ---------------------------------------------------------------------------------------------
-# Size arithmetic
+# Entries and layout, from the plan alone
+
+
+def entry_mode(node: NodePlan, compression: str) -> Mode:
+    if compression == "stored":
+        return Mode.AGENT_CRC if "checksum" in node.features else Mode.OWN_STORED
+    if {"checksum", "deflate"} <= node.features:
+        return Mode.AGENT_DEFLATE
+    return Mode.OWN_DEFLATE
+
+
+def file_spec(name: str, file: PlannedFile, mode: Mode) -> EntrySpec:
+    if mode is Mode.AGENT_CRC:
+        return stored(name, file.mtime, file.size)
+    if mode is Mode.OWN_STORED:
+        return stored(name, file.mtime, file.size, descriptor=True)
+    return deflated(name, file.mtime, file.size)
+
+
+def planned_entries(plan: Plan) -> Iterator[tuple[NodePlan, PlannedFile, EntrySpec, Mode]]:
+    compression = plan.selection.compression
+    for node in plan.nodes:
+        mode = entry_mode(node, compression)
+        for file in node.files:
+            yield node, file, file_spec(node.entry_name(file), file, mode), mode
+
+
+STATUS_NAMES = (("json", STATUS_JSON), ("txt", STATUS_TXT), ("sums", SHA256SUMS))
+
+
+def status_specs(reserved: StatusReservation, mtime: float) -> list[EntrySpec]:
+    """The status files of a sized archive: stored at their reserved sizes, CRC first."""
+    return [stored(name, mtime, getattr(reserved, key)) for key, name in STATUS_NAMES]
+
+
+def archive_layout(plan: Plan, status: ArchiveStatus | None = None) -> ArchiveLayout:
+    status = status or ArchiveStatus.from_plan(plan, started=plan.created or time.time())
+    specs = [spec for *_, spec, _ in planned_entries(plan)]
+    if plan.selection.compression == "stored":
+        specs += status_specs(StatusReservation.for_status(status), 0.0)
+    return layout(specs)
 
 
 def planned_archive_size(plan: Plan) -> int | None:
-    """Exact byte size of the archive of *plan* in stored mode; None for deflate.
-
-    Computed by zipstream-ng itself (a sized ZipStream whose entries are never read), with
-    the status files at their reserved sizes, so it is the ``Content-Length`` a download of
-    this plan sends.
-    """
+    """Exact byte size of the archive of *plan* in stored mode; None for deflate. The same
+    computation gives a download's ``Content-Length`` and ``/api/plan``'s size."""
     if plan.selection.compression != "stored":
         return None
-    status = ArchiveStatus.from_plan(plan, started=plan.created or time.time())
-    zs = ZipStream(sized=True)
-    for entry, size in _entry_sizes(plan, StatusReservation.for_status(status)):
-        zs.add(iter(()), entry, size=size)
-    return len(zs)
-
-
-def _entry_sizes(plan: Plan, reserved: StatusReservation) -> Iterator[tuple[str, int]]:
-    for node in plan.nodes:
-        for file in node.files:
-            yield node.entry_name(file), file.size
-    yield STATUS_JSON, reserved.json
-    yield STATUS_TXT, reserved.txt
-    yield SHA256SUMS, reserved.sums
+    return archive_layout(plan).size
 
 
 # ---------------------------------------------------------------------------------------------
-# The pipeline
+# Output: the writer's pieces to the client, one write in flight
 
 
 class Cancelled(Exception):
     """The download was cancelled (its client left)."""
-
-
-class BufferGauge:
-    """Bytes held by one download's pipeline (entry buffers + pending output), and the peak."""
-
-    def __init__(self) -> None:
-        self.current = 0
-        self.peak = 0
-
-    def add(self, n: int) -> None:
-        self.current += n
-        self.peak = max(self.peak, self.current)
-
-
-class EntryData:
-    """One entry's bytes on their way from an agent fetch to the zip generator.
-
-    The producer (`coordinator.fetch`) awaits `feed` (flow control: it returns once the
-    entry holds less than *limit*) and calls `finish`. The consumer is zipstream-ng, which
-    iterates this object synchronously; the driver awaits `wait_ready` before each step, so
-    ``__next__`` always has a chunk, the zero padding, or the end to give. Beside it, the
-    entry's `DigestLane` computes its SHA-256 from the same chunks as they arrive (in a
-    worker thread): a chunk is held until both the zip and the lane are done with it.
-
-    What the agent sends beyond the planned size is cut; in a sized archive what it does not
-    send is zero-filled, so the entry is always exactly its planned size.
-    """
-
-    def __init__(self, status: FileStatus, *, sized: bool, limit: int,
-                 gauge: BufferGauge | None = None,
-                 on_consumed: Callable[[], None] | None = None,
-                 executor: Executor | None = None,
-                 hash_inline_limit: int = INLINE_HASH) -> None:
-        self.status = status
-        self.sized = sized
-        self.limit = limit
-        self.gauge = gauge or BufferGauge()
-        self.on_consumed = on_consumed
-        self._chunks: deque[bytes] = deque()
-        self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self._finished = False
-        self._discarded = False
-        self._padded = 0
-        self._taken = 0  # bytes the zip took since the last `settle` (maybe in a worker)
-        self._zipped = 0  # bytes the zip took, as of the last `settle`
-        self._hashed = 0  # bytes the digest lane hashed
-        self._freed = 0  # bytes no longer held: zipped and hashed (or discarded)
-        self._consumed = False
-        self.lane = DigestLane(executor, self._on_hashed, self._on_digest,
-                               inline_limit=hash_inline_limit)
-
-    # -- producer side ---------------------------------------------------------------------
-
-    @property
-    def received(self) -> int:
-        return self.status.bytes
-
-    @property
-    def remaining(self) -> int:
-        """Bytes still wanted from the agent (the planned size caps every entry)."""
-        return max(self.status.size - self.status.bytes, 0)
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
-    @property
-    def held(self) -> int:
-        """Bytes received that the zip or the digest lane still needs."""
-        return self.status.bytes - self._freed
-
-    def feed(self, chunk: bytes) -> Awaitable[bool] | None:
-        """Queue *chunk* (cut at the planned size).
-
-        Returns None when there is room for more, else an awaitable that resolves once
-        the zip and the digest lane have taken enough (the shape tornado's
-        ``streaming_callback`` may return).
-        """
-        chunk = chunk[: self.remaining]
-        if chunk and not self._finished:
-            self._chunks.append(chunk)
-            self.gauge.add(len(chunk))
-            self.status.bytes += len(chunk)
-            self._readable.set()
-            self.lane.update(chunk)
-        if self.held >= self.limit and not self._finished:
-            self._writable.clear()
-            return self._writable.wait()
-        return None
-
-    @property
-    def blocked(self) -> bool:
-        """True while the producer waits for the zip (the agent is not to blame)."""
-        return not self._writable.is_set()
-
-    def finish(self, error: str | None = None) -> None:
-        """No more data comes; *error* says why when the entry is short or missing."""
-        if self._finished:
-            return
-        self._finished = True
-        if error is not None:
-            self.status.error = clip_error(error, FILE_ERROR_LIMIT)
-        if not self.sized and self.status.bytes == 0 and error is not None:
-            self.status.included = False  # unsized: a file that never started is left out
-        if self.sized:
-            self.lane.zeros(self.status.size - self.status.bytes)  # the padding to come
-        self.lane.close()
-        self._readable.set()
-        self._writable.set()  # release a producer still waiting
-
-    # -- consumer side ---------------------------------------------------------------------
-    # ``__next__`` may run in a zip worker thread (see `ArchiveStream`): it only pops chunks
-    # and counts what it took. Everything asyncio (events, the gauge, the slot) is settled
-    # on the event loop by `settle` once the step is over.
-
-    @property
-    def ready(self) -> bool:
-        return bool(self._chunks) or self._finished
-
-    @property
-    def step_bytes(self) -> int:
-        """Bytes a zip step could take now: the chunks buffered, plus the zero padding still
-        due once the entry is finished (on the event loop, between steps)."""
-        ready = self.status.bytes - self._zipped - self._taken
-        if self._discarded:
-            ready = 0
-        if self._finished and self.sized:
-            ready += max(self.status.size - self.status.bytes - self._padded, 0)
-        return ready
-
-    async def wait_ready(self) -> None:
-        while not self.ready:
-            self._readable.clear()
-            await self._readable.wait()
-
-    async def digested(self) -> None:
-        """The entry's SHA-256 is known (or the entry was discarded)."""
-        await self.lane.done.wait()
-
-    def __bool__(self) -> bool:  # zipstream-ng tests `if not iterable`
-        return True
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._chunks:
-            chunk = self._chunks.popleft()
-            self._taken += len(chunk)
-            return chunk
-        if not self._finished:
-            raise RuntimeError(f"{self.status.entry}: read before data was ready")
-        padding = self.status.size - self.status.bytes - self._padded if self.sized else 0
-        if padding > 0:
-            zeros = bytes(min(padding, max(self.limit, ZERO_CHUNK)))
-            self._padded += len(zeros)
-            return zeros
-        self._consumed = True
-        raise StopIteration
-
-    def settle(self) -> None:
-        """On the event loop after a zip step: free the room taken, release the slot."""
-        taken, self._taken = self._taken, 0
-        self._zipped += taken
-        self._on_digest()  # frees the room, and records the digest once the zip is done
-        if self._consumed:
-            self.release()
-
-    def _on_hashed(self, count: int) -> None:
-        self._hashed += count
-        self._release()
-
-    def _on_digest(self) -> None:
-        """The lane is done, or the zip is: record the digest once both are."""
-        if self._consumed and self.lane.digest is not None:
-            self.status.sha256 = self.lane.digest
-        self._release()
-
-    def _release(self) -> None:
-        # A lane that is done (hashed all, or cancelled) holds nothing any more.
-        hashed = self.status.bytes if self.lane.done.is_set() else self._hashed
-        freed = self.status.bytes if self._discarded else min(self._zipped, hashed)
-        if freed > self._freed:
-            self.gauge.add(self._freed - freed)
-            self._freed = freed
-        if self.held < self.limit:
-            self._writable.set()
-
-    def release(self) -> None:
-        """The zip is done with this entry (streamed, or left out): free its slot."""
-        if self.on_consumed is not None:
-            callback, self.on_consumed = self.on_consumed, None
-            callback()
-
-    def discard(self) -> None:
-        """Drop what is buffered (the download is being cancelled)."""
-        self._chunks.clear()
-        self._discarded = True
-        self.lane.cancel()
-        self._release()
-        self.finish("cancelled")
-
-
-class _Lazy:
-    """An iterable whose bytes are rendered when the zip reaches it (status files)."""
-
-    def __init__(self, render: Callable[[], bytes]) -> None:
-        self.render = render
-
-    def __bool__(self) -> bool:
-        return True
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield self.render()
 
 
 Write = Callable[[bytes], Awaitable[Any]]
@@ -326,18 +140,13 @@ SMALL_PIECE = 64 * 1024  # zip headers, descriptors, small entries: coalesced be
 
 
 class _Output:
-    """Hands the zip generator's pieces to *write*, keeping one write in flight.
+    """Hands the writer's pieces to *write*, keeping one write in flight.
 
     *write* queues its data at once (in call order) and returns an awaitable that resolves
     once the data has gone out (tornado's ``write`` + ``flush``). Big pieces are written as
     they are (no copy); small ones are joined up to *chunk_size* first. A write is awaited
-    only when the next one is due, so the zip works on the next piece while the previous
-    one goes out. Never more than one: tornado's HTTP1Connection resolves only its latest
-    write future, so the future of an overlapped write would never resolve. Every byte is
-    counted in *gauge* from `hold` until its write completed.
-
-    Bound: the write in flight (a chunk plus a batch of small pieces at most), the small
-    pieces gathered (< a chunk) and the current zip step (< two chunks).
+    only when the next one is due. Never more than one: tornado's HTTP1Connection resolves
+    only its latest write future.
     """
 
     def __init__(self, write: Write, chunk_size: int, gauge: BufferGauge,
@@ -353,12 +162,9 @@ class _Output:
         self.inflight_size = 0
         self.sent = 0
 
-    def hold(self, size: int) -> None:
-        """Count *size* bytes about to be `put` (so they are never out of the gauge)."""
-        self.held += size
-        self.gauge.add(size)
-
     async def put(self, piece: bytes) -> None:
+        self.held += len(piece)
+        self.gauge.add(len(piece))
         if len(piece) >= SMALL_PIECE:
             await self.push()
             await self._send(piece)
@@ -377,7 +183,6 @@ class _Output:
             await self._send(data)
 
     async def drain(self) -> None:
-        """Everything written and gone out."""
         await self.push()
         await self._wait()
 
@@ -413,89 +218,63 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()  # a client that left: nobody waits for this write any more
 
 
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+
+
 class ArchiveStream:
-    """Drives zipstream-ng over a plan's entries, awaiting each entry's data before each step.
+    """Writes a plan's entries, in plan order, through a `ZipWriter`; the caller starts the
+    fetches that fill them. ``run(write)`` writes the whole archive."""
 
-    *entries* are in plan order (node by node, file by file); the caller starts the fetches
-    that fill them. ``run(write)`` writes the whole archive through *write*, which queues
-    its data and returns an awaitable for "gone out" (``write`` + ``flush``); the pipeline
-    awaits it before the next write, so the client's pace drives everything.
-    """
-
-    def __init__(self, status: ArchiveStatus, entries: list[EntryData], *, sized: bool,
+    def __init__(self, status: ArchiveStatus, entries: list[Entry], *, sized: bool,
                  chunk_size: int, gauge: BufferGauge | None = None,
                  clock: Callable[[], float] = time.time,
-                 executor: Executor | None = None,
-                 inline_limit: int | None = None) -> None:
+                 executor: Executor | None = None) -> None:
         self.status = status
-        self.executor = executor  # None: the event loop's default executor
-        if inline_limit is None:
-            inline_limit = INLINE_STEP if sized else INLINE_STEP_DEFLATE
-        self.inline_limit = inline_limit  # steps over fewer bytes run on the loop (0: never)
         self.entries = entries
         self.sized = sized
         self.chunk_size = chunk_size
+        self.limit = 2 * chunk_size  # a hash lane's backlog
         self.gauge = gauge or BufferGauge()
         self.clock = clock
+        self.executor = executor  # None: the event loop's default executor
         self.reserved = StatusReservation.for_status(status) if sized else None
-        self.zip = ZipStream(compress_type=ZIP_STORED if sized else ZIP_DEFLATED, sized=sized)
-        if sized:
-            self._queue_all()
+        self.layout: ArchiveLayout | None = None
+        if sized and self.reserved is not None:
+            self.layout = layout([e.spec for e in entries] + status_specs(self.reserved, 0.0))
         self.bytes_sent = 0
         self.cancelled = False
 
     def __len__(self) -> int:
         """The exact archive size (sized archives only)."""
-        return len(self.zip)
-
-    def _queue_all(self) -> None:
-        for entry in self.entries:
-            self.zip.add(entry, entry.status.entry, size=entry.status.size)
-        self._queue_status()
-
-    def _queue_status(self) -> None:
-        for name, render in self._status_files():
-            size = getattr(self.reserved, name) if self.reserved else None
-            self.zip.add(_Lazy(self._padded(render, size)), _STATUS_NAMES[name], size=size)
-
-    def _status_files(self) -> Iterable[tuple[str, Callable[[ArchiveStatus], bytes]]]:
-        return (("json", render_status_json), ("txt", render_status_txt),
-                ("sums", render_sha256sums))
-
-    def _padded(self, render: Callable[[ArchiveStatus], bytes],
-                size: int | None) -> Callable[[], bytes]:
-        filler = b"\n" if render is render_sha256sums else b" "
-
-        def content() -> bytes:
-            data = render(self.status)
-            return data if size is None else pad(data, size, filler)
-
-        return content
+        if self.layout is None or self.layout.size is None:
+            raise TypeError("an unsized archive has no length")
+        return self.layout.size
 
     async def run(self, write: Write, on_sent: Callable[[int], None] | None = None) -> int:
         """Stream the archive through *write*; returns the number of bytes written.
-
-        *on_sent* is told each time a piece went out (progress, metrics). Raises
-        `Cancelled` once `cancel` was called.
-        """
+        Raises `Cancelled` once `cancel` was called."""
         out = _Output(write, self.chunk_size, self.gauge, self._counter(on_sent))
+        writer = ZipWriter(out.put)
         try:
             for entry in self.entries:
                 self._check()
-                await self._entry(entry, out)
-            self._check()
-            for entry in self.entries:  # a digest lane may still be hashing the last chunks
-                await entry.digested()
+                try:
+                    await self._entry(entry, writer, out)
+                finally:
+                    entry.status.done = True
+                    entry.release()
+            for entry in self.entries:  # the agents' SHA-256 answers
+                await entry.verified.wait()
             self._check()
             self.settle()
-            if not self.sized:
-                self._queue_status()
-            for piece in self.zip.finalize():
-                out.hold(len(piece))
-                await out.put(piece)
+            await self._status_files(writer)
+            size = await writer.close()
             await out.drain()
         finally:
             out.abandon()
+        if self.layout is not None and size != self.layout.size:
+            log.error("archive of %d bytes, %s were promised", size, self.layout.size)
         return out.sent
 
     def _counter(self, on_sent: Callable[[int], None] | None) -> Callable[[int], None]:
@@ -515,89 +294,161 @@ class ArchiveStream:
         if self.cancelled:
             raise Cancelled("download cancelled")
 
-    async def _entry(self, entry: EntryData, out: _Output) -> None:
+    async def _next(self, entry: Entry, out: _Output) -> Piece | None:
+        if not entry.ready:
+            await out.push()  # don't sit on output while an agent is slow
+        piece = await entry.take()
+        self._check()
+        return piece
+
+    # -- one entry -------------------------------------------------------------------------
+
+    async def _entry(self, entry: Entry, writer: ZipWriter, out: _Output) -> None:
+        if self.sized:
+            if entry.promised is None and entry.mode is Mode.AGENT_CRC:
+                await out.push()
+                await entry.wait_promise()
+                self._check()
+            await self._stored(entry, writer, out)
+            return
         if not entry.ready:
             await out.push()
             await entry.wait_ready()
-        if not self.sized:
-            if not entry.status.included:
-                entry.release()
-                return
-            self.zip.add(entry, entry.status.entry, size=entry.status.size)
-        pieces = self.zip.file()
-        step: asyncio.Future[tuple[list[bytes], bool]] | None = None
-        done = False
-        try:
-            while not done:
-                if step is None:
-                    if not entry.ready:
-                        await out.push()  # don't sit on output while an agent is slow
-                        await entry.wait_ready()
-                    step = self._step(pieces, entry)
-                try:
-                    taken, done = await step
-                finally:
-                    step = None
-                    entry.settle()
-                self._check()
-                out.hold(sum(len(piece) for piece in taken))
-                if not done and entry.ready:
-                    step = self._step(pieces, entry)  # hashes the next while we write these
-                for piece in taken:
-                    await out.put(piece)
-        finally:
-            if step is not None:  # stopped (cancelled) with a step still running
-                step.add_done_callback(_retrieve)
-                step.add_done_callback(lambda _: entry.settle())
-
-    def _step(self, pieces: Iterator[bytes],
-              entry: EntryData) -> asyncio.Future[tuple[list[bytes], bool]]:
-        """The next zip step over *entry*: done at once on the loop when it is small, else
-        running in the executor."""
         self._check()
+        if entry.finished and not entry.ready_data and entry.status.error is not None \
+                and entry.received == 0:
+            entry.status.included = False  # unsized: a file that never started is left out
+            return
+        if entry.mode is Mode.AGENT_DEFLATE:
+            await self._frames(entry, writer, out)
+        else:
+            await self._compress(entry, writer, out)
+
+    def _lane(self, sha256: bool) -> HashLane:
+        return HashLane(self.executor, sha256=sha256, on_progress=lambda n: self.gauge.add(-n))
+
+    def _hash(self, lane: HashLane, data: bytes) -> None:
+        self.gauge.add(len(data))
+        lane.update(data)
+
+    async def _stored(self, entry: Entry, writer: ZipWriter, out: _Output) -> None:
+        own = entry.mode is Mode.OWN_STORED
+        promised = None if own else entry.promised
+        lane = self._lane(sha256=own)
+        await writer.begin(entry.spec, promised)
+        while (piece := await self._next(entry, out)) is not None:
+            self._hash(lane, piece.data)
+            await writer.write(piece.data)
+            await lane.below(self.limit)
+        crc, sha = await lane.result()
+        size = entry.spec.size or 0
+        missing = size - entry.received
+        if promised is not None and missing >= CRC_TAIL:
+            crc = await self._zeros(writer, missing - CRC_TAIL, crc)
+            await writer.write(forcing_bytes(crc, promised))
+            crc = promised
+        elif missing > 0:
+            crc = await self._zeros(writer, missing, crc)
+        if promised is not None and missing == 0:
+            entry.own_crc = crc
+        await writer.end(promised if promised is not None else crc, size)
+        if own and missing == 0:
+            entry.own_sha256 = sha
+
+    async def _zeros(self, writer: ZipWriter, count: int, crc: int) -> int:
+        """Write *count* zero bytes of padding; the CRC-32 after them."""
+        if count > ZERO_HASH_INLINE:
+            loop = asyncio.get_running_loop()
+            crc_after = loop.run_in_executor(self.executor, crc32_zeros, count, crc)
+        else:
+            crc_after = None
+            crc = crc32_zeros(count, crc)
+        for start in range(0, count, len(ZEROS)):
+            part = min(len(ZEROS), count - start)
+            await writer.write(ZEROS if part == len(ZEROS) else bytes(part))
+            self._check()
+        return await crc_after if crc_after is not None else crc
+
+    async def _frames(self, entry: Entry, writer: ZipWriter, out: _Output) -> None:
+        """An agent's deflate frames, spliced; an empty final block ends the stream."""
+        await writer.begin(entry.spec)
+        crc = 0
+        while (piece := await self._next(entry, out)) is not None:
+            await writer.write(piece.data)
+            crc = piece.crc if piece.crc is not None else crc
+        await writer.write(FINAL_BLOCK)
+        entry.own_crc = crc
+        await writer.end(crc, entry.received)
+
+    async def _compress(self, entry: Entry, writer: ZipWriter, out: _Output) -> None:
+        """An old agent's bytes, compressed here (big pieces in a worker)."""
+        await writer.begin(entry.spec)
+        lane = self._lane(sha256=True)
+        compressor = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15)
         loop = asyncio.get_running_loop()
-        if entry.step_bytes < self.inline_limit:
-            return _run_inline(loop, pieces, entry, self.chunk_size)
-        return loop.run_in_executor(self.executor, _zip_step, pieces, entry, self.chunk_size)
+        while (piece := await self._next(entry, out)) is not None:
+            self._hash(lane, piece.data)
+            if len(piece.data) < INLINE_DEFLATE:
+                data = compressor.compress(piece.data)
+            else:
+                data = await loop.run_in_executor(self.executor, compressor.compress,
+                                                  piece.data)
+            self._check()
+            if data:
+                await writer.write(data)
+            await lane.below(self.limit)
+        await writer.write(compressor.flush())
+        crc, sha = await lane.result()
+        await writer.end(crc, entry.received)
+        if entry.status.error is None:
+            entry.own_sha256 = sha
+
+    # -- the end ---------------------------------------------------------------------------
 
     def settle(self) -> None:
         """Fix the run-time fields of the status before the status files are rendered."""
+        for entry in self.entries:
+            settle_checksums(entry)
         self.status.finished = self.clock()
         for node in self.status.nodes:
             node.settle()
 
-
-def _run_inline(loop: asyncio.AbstractEventLoop, pieces: Iterator[bytes], entry: EntryData,
-                budget: int) -> asyncio.Future[tuple[list[bytes], bool]]:
-    """`_zip_step` on the event loop, as an already resolved future (awaiting it does not
-    yield to the loop); an error is raised where the step is awaited, as from a worker."""
-    future: asyncio.Future[tuple[list[bytes], bool]] = loop.create_future()
-    try:
-        future.set_result(_zip_step(pieces, entry, budget))
-    except Exception as exc:
-        future.set_exception(exc)
-    return future
-
-
-def _zip_step(pieces: Iterator[bytes], entry: EntryData,
-              budget: int) -> tuple[list[bytes], bool]:
-    """One step of the zip generator over *entry*: (pieces, finished).
-
-    Takes pieces while *entry* has data ready, up to about *budget* bytes, through
-    zipstream-ng's CRC-32 and, unsized, deflate (both release the GIL on big buffers, so a
-    deflate step in a worker runs on another core while the event loop moves bytes).
-    """
-    out: list[bytes] = []
-    size = 0
-    while True:
-        try:
-            piece = next(pieces)
-        except StopIteration:
-            return out, True
-        out.append(piece)
-        size += len(piece)
-        if size >= budget or not entry.ready:
-            return out, False
+    async def _status_files(self, writer: ZipWriter) -> None:
+        mtime = self.clock()
+        renders = {"json": render_status_json, "txt": render_status_txt,
+                   "sums": render_sha256sums}
+        for key, name in STATUS_NAMES:
+            data = renders[key](self.status)
+            crc = crc32(data)
+            if self.reserved is not None:
+                data = pad(data, getattr(self.reserved, key),
+                           b"\n" if key == "sums" else b" ")
+                crc = crc32(data)
+                await writer.begin(stored(name, mtime, len(data)), crc)
+                await writer.write(data)
+            else:
+                compressor = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15)
+                packed = compressor.compress(data) + compressor.flush()
+                await writer.begin(deflated(name, mtime, len(data), len(packed)), crc)
+                await writer.write(packed)
+            await writer.end(crc, len(data))
 
 
-_STATUS_NAMES = {"json": STATUS_JSON, "txt": STATUS_TXT, "sums": SHA256SUMS}
+def settle_checksums(entry: Entry) -> None:
+    """The entry's SHA-256 in the status, once every check agrees; else why not."""
+    status = entry.status
+    complete = status.bytes == status.size and status.included and status.error is None
+    if entry.mode.agent_checksums:
+        expected = entry.promised if entry.mode is Mode.AGENT_CRC else entry.own_crc
+        if entry.changed is not None:
+            entry.note(f"corrupt: {entry.changed}")
+        elif complete and entry.own_crc is not None and entry.own_crc != expected:
+            entry.note(f"corrupt: the file changed while it was read (CRC-32 "
+                       f"{entry.own_crc:08x}, promised {expected:08x})")
+        elif complete and entry.agent_crc32 is not None and entry.agent_crc32 != expected:
+            entry.note(f"corrupt: the file changed while it was read (CRC-32 now "
+                       f"{entry.agent_crc32:08x}, sent {expected:08x})")
+        elif complete:
+            status.sha256 = entry.agent_sha256
+    elif complete:
+        status.sha256 = entry.own_sha256

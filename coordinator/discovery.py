@@ -60,6 +60,9 @@ class AgentState:
     version: str | None = None
     error: str | None = None
     reported_labels: dict[str, str] = field(default_factory=dict)
+    # What the agent's /info says it can do (release 0.2: "checksum", "deflate"); empty for
+    # an agent of the previous release, or one not asked yet.
+    features: frozenset[str] = frozenset()
 
 
 # -- agents_file (file_sd) ------------------------------------------------------------
@@ -300,6 +303,7 @@ class Registry:
             "name": agent.name, "url": agent.url, "labels": self.labels(agent),
             "source": agent.source, "health": state.health,
             "last_seen": _iso(state.last_seen), "version": state.version, "error": state.error,
+            "features": sorted(state.features),
         }
 
     def service_discovery(self) -> list[dict[str, Any]]:

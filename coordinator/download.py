@@ -41,12 +41,12 @@ from coordinator.agentapi import AgentApi
 from coordinator.archive import (
     ZIP_THREADS,
     ArchiveStream,
-    BufferGauge,
     Cancelled,
-    EntryData,
     planned_archive_size,
+    planned_entries,
 )
 from coordinator.config import CoordinatorConfig
+from coordinator.entry import BufferGauge, Entry
 from coordinator.fetch import EntryFetch, NodeRun
 from coordinator.model import Plan
 from coordinator.selection import parse_selection, query_arguments
@@ -82,19 +82,20 @@ class Download:
         self.slots = asyncio.Semaphore(settings.parallel)
         self.nodes = [NodeRun(node, status)
                       for node, status in zip(plan.nodes, self.status.nodes, strict=False)]
-        self.entries: list[EntryData] = []
+        self.entries: list[Entry] = []
         self.fetches: list[EntryFetch] = []
         # The agent client reads bodies in pieces of chunk_size (`make_http_client`). An
         # entry takes pieces until it holds two chunks, so it holds under 3, and the next
-        # chunk is there when the zip and the digest lane are done with the previous one
-        # (with one, both waited for the agent's next read each time).
+        # chunk is there when the writer is done with the previous one.
         limit = 2 * settings.chunk_size
-        for run in self.nodes:
-            for file, file_status in zip(run.plan.files, run.status.files, strict=True):
-                entry = EntryData(file_status, sized=self.sized, limit=limit, gauge=self.gauge,
-                                  on_consumed=self.slots.release, executor=executor)
-                self.entries.append(entry)
-                self.fetches.append(EntryFetch(agent_api, settings, run, file, entry))
+        runs = {id(run.plan): run for run in self.nodes}
+        statuses = [f for run in self.nodes for f in run.status.files]
+        for (node, file, spec, mode), file_status in zip(planned_entries(plan), statuses,
+                                                         strict=True):
+            entry = Entry(file_status, spec, mode, sized=self.sized, limit=limit,
+                          gauge=self.gauge, on_consumed=self.slots.release)
+            self.entries.append(entry)
+            self.fetches.append(EntryFetch(agent_api, settings, runs[id(node)], file, entry))
         self.stream = ArchiveStream(self.status, self.entries, sized=self.sized,
                                     chunk_size=settings.chunk_size, gauge=self.gauge, clock=clock,
                                     executor=executor)
@@ -148,6 +149,8 @@ class Download:
         elif task.exception() is not None:
             log.error("fetch of %s failed", fetch.url, exc_info=task.exception())
             fetch.entry.finish(f"internal error: {task.exception()}")
+        fetch.entry.promise(0)  # (a no-op once promised) nobody may wait forever
+        fetch.entry.verified.set()
 
     def _outcome(self) -> str:
         states = [n.state for n in self.status.nodes if n.state != "skipped"]

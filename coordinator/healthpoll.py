@@ -138,6 +138,18 @@ class HealthPoller:
                 state.version = version[:100]
             if isinstance(labels, dict):
                 state.reported_labels = {str(k): str(v) for k, v in labels.items()}
+            state.features = parse_features(info.get("features"))
         if was != state.health:
             log.info("agent %s is now %s%s", agent.name, state.health,
                      f" ({error})" if error else "")
+
+
+KNOWN_FEATURES = frozenset({"checksum", "deflate"})
+
+
+def parse_features(value: Any) -> frozenset[str]:
+    """The features of an /info answer that this coordinator knows (untrusted: anything but
+    a list of strings, or an unknown name, counts as absent)."""
+    if not isinstance(value, list):
+        return frozenset()
+    return frozenset(v for v in value[:32] if isinstance(v, str) and v in KNOWN_FEATURES)

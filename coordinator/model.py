@@ -54,7 +54,7 @@ class PlannedFile:
     path: str  # relative to the root
     size: int  # bytes at plan time: what a sized archive promises
     mtime: float
-    etag: str | None = None  # sent as If-Range with every Range request
+    etag: str | None = None  # the agent's ETag when the plan knows it: If-Range of resumes
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,9 @@ class NodePlan:
     root: str
     files: tuple[PlannedFile, ...]
     rejected: tuple[str, ...] = ()  # unsafe or malformed entries the agent listed, and why
+    # The agent's features when planned ("checksum": CRC-32 before the data, so stored entries
+    # need no data descriptor; "deflate": it compresses). They decide the archive's layout.
+    features: frozenset[str] = frozenset()
 
     def entry_name(self, file: PlannedFile) -> str:
         return f"{self.agent.name}/{self.root}/{file.path}"

@@ -94,7 +94,8 @@ class Planner:
             if rejected:
                 error += f"; listed entries refused: {'; '.join(rejected)}"
             return SkippedNode(agent.name, agent.url, "skipped", error)
-        return NodePlan(agent, selection.root, tuple(files), tuple(rejected))
+        features = self.registry.state(agent.name).features
+        return NodePlan(agent, selection.root, tuple(files), tuple(rejected), features)
 
     # -- sizes and limits --------------------------------------------------------------
 

@@ -45,10 +45,11 @@ class FileStatus:
     entry: str  # name inside the archive
     size: int  # planned
     bytes: int = 0  # real bytes received from the agent and written
-    sha256: str | None = None  # of the entry as stored in the archive (padding included)
+    sha256: str | None = None  # of the source bytes; only for a complete, verified entry
     resumed: int = 0
     error: str | None = None
     included: bool = True  # False: left out of the archive (unsized mode only)
+    done: bool = False  # the archive is past this entry
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -98,7 +99,7 @@ class NodeStatus:
 
     @property
     def files_done(self) -> int:
-        return sum(1 for f in self.files if f.sha256 is not None or not f.included)
+        return sum(1 for f in self.files if f.done)
 
 
 @dataclass
@@ -234,9 +235,19 @@ def _file_line(node: str, f: FileStatus, w: _Widths) -> str:
     )
 
 
+NO_HASH = "0" * 64  # listed for an entry that is not its source file: no file has this hash
+
+
 def render_sha256sums(status: ArchiveStatus) -> bytes:
-    """``<sha256>  <entry>`` for every entry in the archive (`sha256sum -c` format)."""
-    lines = [f"{f.sha256}  {f.entry}\n" for f in status.files() if f.sha256 is not None]
+    """``<sha256>  <entry>`` for every entry in the archive (`sha256sum -c` format).
+
+    An entry that is not a true copy of its source (partial, padded, corrupt) is listed
+    with `NO_HASH`, so ``sha256sum -c`` reports exactly those files as FAILED; the status
+    files say why. A complete entry whose hash is not known (its agent could not give it) is
+    not listed.
+    """
+    lines = [f"{f.sha256 or NO_HASH}  {f.entry}\n" for f in status.files()
+             if f.included and (f.sha256 is not None or not f.complete)]
     return "".join(lines).encode("utf-8")
 
 

@@ -1,55 +1,50 @@
-"""The zip pipeline without any server: entries fed by plain async producers.
+"""The zip pipeline without any server: entries fed by plain async producers that play the
+agents (a release-0.2 agent promises the CRC-32 first and gives the SHA-256 after; an old
+one gives neither; a deflate agent sends frames).
 
-Every archive is read back with `zipfile` (and `unzip -t` / `7z t` when installed).
+Every archive is read back with `zipfile` (and `unzip -t` / `7z t`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import io
 import json
 import os
 import subprocess
 import time
 import zipfile
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+import zlib
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
-import zipstream.ng
 
-from coordinator import archive
 from coordinator import status as status_files
-from coordinator.archive import (
-    ArchiveStream,
-    BufferGauge,
-    EntryData,
-    planned_archive_size,
-)
+from coordinator import zipwriter
+from coordinator.archive import ArchiveStream, Cancelled, planned_archive_size, planned_entries
+from coordinator.entry import BufferGauge, Entry, Mode
+from coordinator.fetch import FrameError, FrameParser
 from coordinator.model import AgentRef, NodePlan, Plan, PlannedFile, Selection, SkippedNode
 from coordinator.status import ArchiveStatus
 from tests.support import require_tool
 
 CHUNK = 4096
-# Zip steps of the pipeline: all in worker threads (inline_limit 0), or all on the event loop
-# (INLINE_STEP: every step of a stored archive, and these tests' deflate steps).
-STEP_MODES = {"threads": 0, "inline": archive.INLINE_STEP}
-
-
-@pytest.fixture(params=sorted(STEP_MODES))
-def inline_limit(request: pytest.FixtureRequest) -> int:
-    return STEP_MODES[request.param]
+MTIME = 1709642096.0  # 2024-03-05T12:34:56Z
+NEW = frozenset({"checksum", "deflate"})
+OLD: frozenset[str] = frozenset()
 
 
 def make_plan(sizes: dict[str, Sequence[int]], compression: str = "stored",
-              skipped: Sequence[SkippedNode] = ()) -> Plan:
+              skipped: Sequence[SkippedNode] = (),
+              features: dict[str, frozenset[str]] | None = None) -> Plan:
+    features = features or {}
     nodes = tuple(
         NodePlan(AgentRef(node, f"http://127.0.0.{i + 2}:8701"), "logs",
-                 tuple(PlannedFile(f"dir/f{j}.log", size, 0.0) for j, size in enumerate(files)))
+                 tuple(PlannedFile(f"dir/f{j}.log", size, MTIME + j)
+                       for j, size in enumerate(files)),
+                 features=features.get(node, NEW))
         for i, (node, files) in enumerate(sizes.items())
     )
     selection = Selection(root="logs", glob="**/*.log", compression=compression)  # type: ignore[arg-type]
@@ -74,34 +69,72 @@ class Sink:
         return asyncio.sleep(self.delay)
 
 
-async def produce(entry: EntryData, data: bytes, *, stop_at: int | None = None,
-                  error: str | None = None, piece: int = 1000) -> None:
+async def produce(entry: Entry, data: bytes, *, stop_at: int | None = None,
+                  error: str | None = None, piece: int = 1000,
+                  promise: int | None = None, after: bool = True) -> None:
+    """Play the agent: promise the CRC (new agents), send, finish, give the SHA-256."""
+    if entry.mode is Mode.AGENT_CRC:
+        entry.promise(zlib.crc32(data[:entry.status.size]) if promise is None else promise)
     end = len(data) if stop_at is None else stop_at
-    for start in range(0, end, piece):
-        waiter = entry.feed(data[start:min(start + piece, end)])
-        if waiter is not None:
-            await waiter
-        await asyncio.sleep(0)
+    if entry.mode is Mode.AGENT_DEFLATE:
+        await produce_frames(entry, data[:end], piece)
+    else:
+        for start in range(0, end, piece):
+            waiter = entry.feed(data[start:min(start + piece, end)])
+            if waiter is not None:
+                await waiter
+            await asyncio.sleep(0)
     entry.finish(error)
+    if entry.mode.agent_checksums and stop_at is None and after:
+        entry.agent_sha256 = hashlib.sha256(data[:entry.status.size]).hexdigest()
+        entry.agent_crc32 = zlib.crc32(data[:entry.status.size])
+    entry.verified.set()
+
+
+def frames_of(data: bytes, piece: int) -> list[bytes]:
+    """The agent's ``compress=deflate`` body: frames of raw deflate at sync-flush points."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body, crc = [], 0
+    for start in range(0, len(data), piece):
+        raw = data[start:start + piece]
+        crc = zlib.crc32(raw, crc)
+        packed = compressor.compress(raw) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        body.append(zipwriter_frame(packed, len(raw), crc))
+    return body
+
+
+def zipwriter_frame(packed: bytes, raw: int, crc: int) -> bytes:
+    from coordinator.fetch import FRAME_HEADER
+    return FRAME_HEADER.pack(len(packed), raw, crc) + packed
+
+
+async def produce_frames(entry: Entry, data: bytes, piece: int) -> None:
+    parser = FrameParser(entry.remaining)
+    for frame in frames_of(data, piece):
+        for packed, raw, crc in parser.feed(frame):
+            waiter = entry.feed(packed, raw, crc)
+            if waiter is not None:
+                await waiter
+        await asyncio.sleep(0)
 
 
 def build(plan: Plan, *, limit: int = CHUNK, gauge: BufferGauge | None = None,
-          inline_limit: int | None = None, executor: Executor | None = None,
-          ) -> tuple[ArchiveStatus, list[EntryData], ArchiveStream]:
+          ) -> tuple[ArchiveStatus, list[Entry], ArchiveStream]:
     sized = plan.selection.compression == "stored"
     status = ArchiveStatus.from_plan(plan, started=time.time())
     gauge = gauge or BufferGauge()
-    entries = [EntryData(f, sized=sized, limit=limit, gauge=gauge) for f in status.files()]
-    stream = ArchiveStream(status, entries, sized=sized, chunk_size=CHUNK, gauge=gauge,
-                           inline_limit=inline_limit, executor=executor)
+    entries = [Entry(f, spec, mode, sized=sized, limit=limit, gauge=gauge)
+               for f, (_, _, spec, mode) in zip(status.files(), planned_entries(plan),
+                                                strict=True)]
+    stream = ArchiveStream(status, entries, sized=sized, chunk_size=CHUNK, gauge=gauge)
     return status, entries, stream
 
 
 async def run_archive(plan: Plan, behaviour: dict[str, dict[str, object]] | None = None,
                       sink: Sink | None = None, gauge: BufferGauge | None = None,
-                      inline_limit: int | None = None) -> tuple[bytes, ArchiveStream]:
+                      ) -> tuple[bytes, ArchiveStream]:
     behaviour = behaviour or {}
-    _, entries, stream = build(plan, gauge=gauge, inline_limit=inline_limit)
+    _, entries, stream = build(plan, gauge=gauge)
     sink = sink or Sink()
     producers = []
     for e in entries:
@@ -124,10 +157,26 @@ def check_tools(path: Path) -> None:
         assert result.returncode == 0, (tool, result.stdout, result.stderr)
 
 
-def test_sized_archive_matches_sources_and_planned_size(tmp_path: Path,
-                                                       inline_limit: int) -> None:
-    plan = make_plan({"n1": [0, 1, 10_000], "n2": [50_000]})
-    data, stream = asyncio.run(run_archive(plan, inline_limit=inline_limit))
+def sha_check(path: Path, tmp_path: Path) -> set[str]:
+    """Extract with unzip (a corrupt entry is extracted all the same), run ``sha256sum -c``;
+    the entries it flags."""
+    out = tmp_path / "x"
+    subprocess.run([require_tool("unzip"), "-qq", "-o", str(path), "-d", str(out)],
+                   capture_output=True)
+    check = subprocess.run(["sha256sum", "-c", "--strict", "_fleetzip/SHA256SUMS"], cwd=out,
+                           capture_output=True, text=True,
+                           env={**os.environ, "LC_ALL": "C.UTF-8"})
+    return {line.rsplit(": ", 1)[0] for line in check.stdout.splitlines()
+            if line.endswith(": FAILED")}
+
+
+MIXED = {"n1": NEW, "n2": OLD}  # one release-0.2 agent, one of the previous release
+
+
+def test_sized_archive_of_a_mixed_fleet_matches_sources_and_planned_size(
+        tmp_path: Path) -> None:
+    plan = make_plan({"n1": [0, 1, 10_000], "n2": [50_000]}, features=MIXED)
+    data, stream = asyncio.run(run_archive(plan))
     assert len(data) == planned_archive_size(plan) == len(stream)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.testzip() is None
@@ -138,50 +187,55 @@ def test_sized_archive_matches_sources_and_planned_size(tmp_path: Path,
         for name in names[:4]:
             info = zf.getinfo(name)
             assert zf.read(name) == content(name, info.file_size)
+        # new agent: CRC in the local header, no descriptor; old agent: descriptor
+        assert [zf.getinfo(n).flag_bits & 0x08 for n in names[:4]] == [0, 0, 0, 0x08]
+        assert zf.getinfo("n1/logs/dir/f2.log").date_time == time.localtime(MTIME + 2)[:6]
         status = json.loads(zf.read(status_files.STATUS_JSON))
-        sums = zf.read(status_files.SHA256SUMS).decode()
     assert [n["state"] for n in status["nodes"]] == ["ok", "ok"]
     assert status["nodes"][0]["files"][2] == {
         "path": "dir/f2.log", "size": 10_000, "bytes": 10_000,
         "sha256": hashlib.sha256(content("n1/logs/dir/f2.log", 10_000)).hexdigest(),
         "resumed": 0, "error": None}
-    assert status["request"]["glob"] == "**/*.log"
-    assert status["finished"] >= status["started"]
-    assert len(sums.splitlines()) == 4
+    assert status["nodes"][1]["files"][0]["sha256"] == hashlib.sha256(
+        content("n2/logs/dir/f0.log", 50_000)).hexdigest()  # computed here (old agent)
     path = tmp_path / "a.zip"
     path.write_bytes(data)
     check_tools(path)
-    out = tmp_path / "x"
-    subprocess.run([require_tool("unzip"), "-qq", str(path), "-d", str(out)], check=True)
-    check = subprocess.run(["sha256sum", "-c", "--strict", "_fleetzip/SHA256SUMS"], cwd=out,
-                           capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
+    assert sha_check(path, tmp_path) == set()
 
 
-def test_short_long_and_failed_entries_keep_the_size_promise(tmp_path: Path,
-                                                            inline_limit: int) -> None:
+@pytest.mark.parametrize("features", [NEW, OLD], ids=["new", "old"])
+def test_short_long_and_failed_entries_keep_the_size_and_crc_promise(
+        tmp_path: Path, features: frozenset[str]) -> None:
+    """A short entry is padded; with a new agent the padding's last 4 bytes make the
+    promised CRC hold (zipfile and unzip check it); sha256sum flags exactly those files."""
     plan = make_plan({"n1": [10_000, 5_000, 3_000], "n2": [7_000]},
-                     skipped=[SkippedNode("n3", "http://127.0.0.9:1", "failed", "refused")])
+                     skipped=[SkippedNode("n3", "http://127.0.0.9:1", "failed", "refused")],
+                     features={"n1": features, "n2": features})
     behaviour: dict[str, dict[str, object]] = {
         "n1/logs/dir/f0.log": {"stop_at": 4_000, "error": "agent dropped at byte 4000"},
         "n1/logs/dir/f1.log": {"extra": 999},  # agent sends more than planned: cut
         "n2/logs/dir/f0.log": {"stop_at": 0, "error": "connection refused"},
     }
-    data, _ = asyncio.run(run_archive(plan, behaviour, inline_limit=inline_limit))
+    data, _ = asyncio.run(run_archive(plan, behaviour))
     assert len(data) == planned_archive_size(plan)
+    tail = 4 if features else 0
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.testzip() is None
         first = zf.read("n1/logs/dir/f0.log")
-        assert first == content("n1/logs/dir/f0.log", 10_000)[:4000] + bytes(6000)
+        source = content("n1/logs/dir/f0.log", 10_000)
+        assert first[:-tail or None] == source[:4000] + bytes(6000 - tail)
+        if features:  # the promised CRC, held by the last 4 bytes
+            assert zlib.crc32(first) == zlib.crc32(source)
         assert zf.read("n1/logs/dir/f1.log") == content("n1/logs/dir/f1.log", 5000)
-        assert zf.read("n2/logs/dir/f0.log") == bytes(7000)
+        assert zf.read("n2/logs/dir/f0.log")[:7000 - tail] == bytes(7000 - tail)
         status = json.loads(zf.read(status_files.STATUS_JSON))
         text = zf.read(status_files.STATUS_TXT).decode()
     nodes = {n["node"]: n for n in status["nodes"]}
     assert nodes["n1"]["state"] == "partial"
     assert nodes["n1"]["files"][0]["bytes"] == 4000
     assert nodes["n1"]["files"][0]["error"] == "agent dropped at byte 4000"
-    assert nodes["n1"]["files"][0]["sha256"] == hashlib.sha256(first).hexdigest()
+    assert nodes["n1"]["files"][0]["sha256"] is None
     assert nodes["n2"]["state"] == "failed"
     assert nodes["n3"] == {"node": "n3", "url": "http://127.0.0.9:1", "state": "failed",
                            "error": "refused", "duration_s": 0.0, "files": []}
@@ -189,43 +243,85 @@ def test_short_long_and_failed_entries_keep_the_size_promise(tmp_path: Path,
     path = tmp_path / "b.zip"
     path.write_bytes(data)
     check_tools(path)
+    assert sha_check(path, tmp_path) == {"n1/logs/dir/f0.log", "n2/logs/dir/f0.log"}
 
 
+@pytest.mark.parametrize("after", [True, False], ids=["agent-says", "agent-silent"])
+def test_content_that_differs_from_the_promised_crc_is_marked_corrupt(tmp_path: Path,
+                                                                     after: bool) -> None:
+    """The file was rewritten between the agent's CRC pass and its send pass: caught by the
+    CRC-32 of what passed, whether or not the agent's after-entry check answers."""
+    plan = make_plan({"n1": [5000, 100]})
+    behaviour: dict[str, dict[str, object]] = {"n1/logs/dir/f0.log": {"promise": 12345,
+                                                                       "after": after}}
+    data, _ = asyncio.run(run_archive(plan, behaviour))
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        status = json.loads(zf.read(status_files.STATUS_JSON))
+    files = status["nodes"][0]["files"]
+    assert files[0]["error"].startswith("corrupt: the file changed while it was read")
+    assert files[0]["sha256"] is None and files[1]["error"] is None
+    assert status["nodes"][0]["state"] == "partial"
+    path = tmp_path / "c.zip"
+    path.write_bytes(data)
+    assert sha_check(path, tmp_path) == {"n1/logs/dir/f0.log"}
+
+
+@pytest.mark.parametrize("features", [NEW, OLD], ids=["agent-frames", "own-deflate"])
 def test_deflate_leaves_out_entries_that_never_started(tmp_path: Path,
-                                                      inline_limit: int) -> None:
-    plan = make_plan({"n1": [100_000, 2000], "n2": [3000]}, compression="deflate")
+                                                      features: frozenset[str]) -> None:
+    plan = make_plan({"n1": [100_000, 2000], "n2": [3000]}, compression="deflate",
+                     features={"n1": features, "n2": features})
     assert planned_archive_size(plan) is None
     behaviour: dict[str, dict[str, object]] = {
         "n1/logs/dir/f0.log": {"stop_at": 30_000, "error": "dropped"},
         "n2/logs/dir/f0.log": {"stop_at": 0, "error": "connection refused"},
     }
-    data, _ = asyncio.run(run_archive(plan, behaviour, inline_limit=inline_limit))
+    data, _ = asyncio.run(run_archive(plan, behaviour))
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.testzip() is None
         assert zf.namelist()[:2] == ["n1/logs/dir/f0.log", "n1/logs/dir/f1.log"]
         assert "n2/logs/dir/f0.log" not in zf.namelist()
-        assert zf.getinfo("n1/logs/dir/f0.log").compress_type == zipfile.ZIP_DEFLATED
+        info = zf.getinfo("n1/logs/dir/f0.log")
+        assert info.compress_type == zipfile.ZIP_DEFLATED
+        assert info.date_time == time.localtime(MTIME)[:6]
         assert zf.read("n1/logs/dir/f0.log") == content("n1/logs/dir/f0.log", 100_000)[:30_000]
+        assert zf.read("n1/logs/dir/f1.log") == content("n1/logs/dir/f1.log", 2000)
         status = json.loads(zf.read(status_files.STATUS_JSON))
     nodes = {n["node"]: n for n in status["nodes"]}
     assert nodes["n1"]["state"] == "partial" and nodes["n1"]["files"][0]["bytes"] == 30_000
+    assert nodes["n1"]["files"][1]["sha256"] == hashlib.sha256(
+        content("n1/logs/dir/f1.log", 2000)).hexdigest()
     assert nodes["n2"]["state"] == "failed" and nodes["n2"]["files"][0]["sha256"] is None
     path = tmp_path / "c.zip"
     path.write_bytes(data)
     check_tools(path)
 
 
+def test_frame_parser_holds_one_frame_and_refuses_bad_ones() -> None:
+    frames = b"".join(frames_of(b"x" * 10_000, 3000))
+    parser = FrameParser(10_000)
+    out = []
+    for i in range(0, len(frames), 7):  # frames split anywhere
+        out += parser.feed(frames[i:i + 7])
+    assert [raw for _, raw, _ in out] == [3000, 3000, 3000, 1000]
+    assert out[-1][2] == zlib.crc32(b"x" * 10_000)
+    with pytest.raises(FrameError, match="remain"):
+        FrameParser(100).feed(frames)  # covers more than the planned range
+    with pytest.raises(FrameError, match="limit"):
+        FrameParser(10_000, max_frame=10).feed(frames)
+
+
 def test_status_reservation_holds_the_longest_errors() -> None:
     plan = make_plan({"n1": [10], "n2": [20]})
     long = "é\"\\\n" * 500
-    behaviour: dict[str, dict[str, object]] = {
-        e: {"stop_at": 0, "error": long} for e in ("n1/logs/dir/f0.log", "n2/logs/dir/f0.log")}
     _, entries, stream = build(plan)
     for node in stream.status.nodes:
         node.error = status_files.clip_error(long, status_files.NODE_ERROR_LIMIT)
         node.duration_s = 1e12
     for e in entries:
+        e.promise(0)
         e.finish(long)
+        e.verified.set()
         e.status.resumed = 10**9
 
     async def go() -> bytes:
@@ -234,33 +330,36 @@ def test_status_reservation_holds_the_longest_errors() -> None:
         return sink.buf.getvalue()
 
     data = asyncio.run(go())
-    assert behaviour
     assert len(data) == planned_archive_size(plan)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.testzip() is None
         status = json.loads(zf.read(status_files.STATUS_JSON))
     error = status["nodes"][0]["files"][0]["error"]
     assert len(error) == status_files.FILE_ERROR_LIMIT and error.endswith("...")
 
 
-def test_slow_client_keeps_the_pipeline_bounded(inline_limit: int) -> None:
+@pytest.mark.parametrize("features", [NEW, OLD], ids=["new", "old"])
+def test_slow_client_keeps_the_pipeline_bounded(features: frozenset[str]) -> None:
     """Producers far faster than the client: buffered bytes stay at a few chunks."""
-    plan = make_plan({"n1": [400_000], "n2": [400_000], "n3": [400_000]})
+    plan = make_plan({"n1": [400_000], "n2": [400_000], "n3": [400_000]},
+                     features={n: features for n in ("n1", "n2", "n3")})
     gauge = BufferGauge()
     sink = Sink(delay=0.001)
-    data, _ = asyncio.run(run_archive(plan, sink=sink, gauge=gauge, inline_limit=inline_limit))
+    data, _ = asyncio.run(run_archive(plan, sink=sink, gauge=gauge))
     assert len(data) > 1_200_000
-    # every entry may hold up to `limit` (+ one piece); the output holds the write in
-    # flight (a chunk + a piece), the small pieces gathered (< a chunk) and the current zip
-    # step (a chunk + a piece + an entry header)
-    assert gauge.peak <= 3 * (CHUNK + 1000) + 3 * (CHUNK + 1000) + 200, gauge.peak
+    # every entry holds up to `limit` (+ one piece); the hash lane up to 2 chunks (+ one
+    # piece); the output the write in flight (a chunk), the small pieces gathered (< a
+    # chunk) and the piece being put
+    assert gauge.peak <= 3 * (CHUNK + 1000) + (2 * CHUNK + 1000) + 3 * CHUNK, gauge.peak
+    assert gauge.current == 0
     assert sink.writes > 1_200_000 // (2 * CHUNK)  # written as it goes, not at the end
 
 
 def test_zip64_when_thresholds_are_lowered(monkeypatch: pytest.MonkeyPatch,
                                            tmp_path: Path) -> None:
-    monkeypatch.setattr(zipstream.ng, "ZIP64_LIMIT", 5000)
-    monkeypatch.setattr(zipstream.ng, "ZIP_FILECOUNT_LIMIT", 5)
-    plan = make_plan({"n1": [6000, 100, 100], "n2": [9000, 100]})
+    monkeypatch.setattr(zipwriter, "ZIP64_LIMIT", 5000)
+    monkeypatch.setattr(zipwriter, "ZIP64_COUNT_LIMIT", 5)
+    plan = make_plan({"n1": [6000, 100, 100], "n2": [9000, 100]}, features=MIXED)
     data, _ = asyncio.run(run_archive(plan))
     assert len(data) == planned_archive_size(plan)
     assert b"PK\x06\x06" in data[-200:]  # zip64 end of central directory record
@@ -276,27 +375,24 @@ def test_non_ascii_names_and_sizes(tmp_path: Path) -> None:
     status_plan = make_plan({"n1": [5]})
     node = status_plan.nodes[0]
     plan = Plan(status_plan.selection, (NodePlan(node.agent, "logs", (
-        PlannedFile("jour/été.log", 300, 0.0), PlannedFile("a b/c.txt", 0, 0.0))),),
-        created=time.time())
+        PlannedFile("jour/été.log", 300, MTIME), PlannedFile("a b/c.txt", 0, MTIME)),
+        features=NEW),), created=time.time())
     data, _ = asyncio.run(run_archive(plan))
     assert len(data) == planned_archive_size(plan)
     path = tmp_path / "u.zip"
     path.write_bytes(data)
     check_tools(path)
-    out = tmp_path / "x"
-    subprocess.run([require_tool("unzip"), "-qq", str(path), "-d", str(out)], check=True)
-    assert (out / "n1/logs/jour/été.log").read_bytes() == content("n1/logs/jour/été.log", 300)
-    check = subprocess.run(["sha256sum", "-c", "_fleetzip/SHA256SUMS"], cwd=out,
-                           capture_output=True, text=True, env={**os.environ, "LC_ALL": "C.UTF-8"})
-    assert check.returncode == 0, check.stdout + check.stderr
+    assert sha_check(path, tmp_path) == set()
+    assert (tmp_path / "x/n1/logs/jour/été.log").read_bytes() == content(
+        "n1/logs/jour/été.log", 300)
 
 
-def test_cancel_while_zip_steps_run_frees_every_buffer(inline_limit: int) -> None:
-    """Cancelling mid-archive (steps in worker threads or on the loop) ends the run with
-    `Cancelled`, lets the producers finish, and leaves nothing counted in the gauge."""
-    plan = make_plan({"n1": [300_000], "n2": [300_000]})
+def test_cancel_frees_every_buffer() -> None:
+    """Cancelling mid-archive ends the run with `Cancelled`, lets the producers finish, and
+    leaves nothing counted in the gauge."""
+    plan = make_plan({"n1": [300_000], "n2": [300_000]}, features=MIXED)
     gauge = BufferGauge()
-    _, entries, stream = build(plan, gauge=gauge, inline_limit=inline_limit)
+    _, entries, stream = build(plan, gauge=gauge)
     sink = Sink(delay=0.001)
 
     async def go() -> None:
@@ -306,10 +402,10 @@ def test_cancel_while_zip_steps_run_frees_every_buffer(inline_limit: int) -> Non
         while sink.writes < 10:
             await asyncio.sleep(0.001)
         stream.cancel()
-        with pytest.raises(archive.Cancelled):
+        with pytest.raises(Cancelled):
             await run
         await asyncio.wait_for(asyncio.gather(*producers), 5)
-        await asyncio.sleep(0.1)  # a step still running in its thread ends and settles
+        await asyncio.sleep(0.1)  # a hash job still running in its thread ends
 
     asyncio.run(go())
     assert 0 < len(sink.buf.getvalue()) < 600_000
@@ -317,57 +413,16 @@ def test_cancel_while_zip_steps_run_frees_every_buffer(inline_limit: int) -> Non
     assert all(e.finished for e in entries)
 
 
-class RecordingExecutor(ThreadPoolExecutor):
-    """A real thread pool that records the entry of every zip step handed to it."""
-
-    def __init__(self) -> None:
-        super().__init__(1)
-        self.entries: list[str] = []
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        self.entries.append(args[1].status.entry)  # _zip_step(pieces, entry, budget)
-        return super().submit(fn, *args, **kwargs)
-
-
-def prefed(plan: Plan, executor: Executor | None = None, inline_limit: int | None = None,
-           ) -> tuple[list[EntryData], ArchiveStream]:
-    """Every entry's data already buffered and finished before the run starts."""
-    _, entries, stream = build(plan, executor=executor, inline_limit=inline_limit)
-    for entry in entries:
-        data = content(entry.status.entry, entry.status.size)
-        for start in range(0, len(data), 1000):
-            waiter = entry.feed(data[start:start + 1000])
-            if inspect.iscoroutine(waiter):
-                waiter.close()  # over the limit: not waited for, the run takes it all
-        entry.finish()
-    return entries, stream
-
-
-def test_small_steps_run_on_the_loop_big_ones_in_the_executor() -> None:
-    """A step over fewer bytes than ``inline_limit`` never reaches the executor; the big
-    entry's steps do until what is left of it is small; the archive is the same."""
-    plan = make_plan({"n1": [500, 30_000], "n2": [0, 2_000]})
-    executor = RecordingExecutor()
-    _, stream = prefed(plan, executor, inline_limit=10_000)
-    sink = Sink()
-    try:
-        asyncio.run(stream.run(sink.write))
-    finally:
-        executor.shutdown()
-    assert set(executor.entries) == {"n1/logs/dir/f1.log"}
-    assert 3 <= len(executor.entries) <= 5  # 30 000 bytes in ~5 000-byte steps, the rest inline
-    data = sink.buf.getvalue()
-    assert len(data) == planned_archive_size(plan)
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        assert zf.testzip() is None
-        assert zf.read("n1/logs/dir/f1.log") == content("n1/logs/dir/f1.log", 30_000)
-
-
 def test_ready_small_entries_are_written_in_chunks_not_one_write_each() -> None:
     """Entries that are ready do not flush the output: 300 small files go out in about
-    archive-size / chunk writes (one write per entry before)."""
+    archive-size / chunk writes."""
     plan = make_plan({f"n{i:03d}": [200] for i in range(300)})
-    _, stream = prefed(plan)
+    _, entries, stream = build(plan)
+    for entry in entries:
+        entry.promise(zlib.crc32(content(entry.status.entry, 200)))
+        entry.feed(content(entry.status.entry, 200))
+        entry.finish()
+        entry.verified.set()
     sink = Sink()
     asyncio.run(stream.run(sink.write))
     size = len(sink.buf.getvalue())

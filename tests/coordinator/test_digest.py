@@ -1,6 +1,6 @@
-"""The SHA-256 lane of a zip entry: order, zero padding, cancellation, and that an entry
-holds its bytes until both the zip and the lane are done with them (memory stays bounded
-when hashing falls behind)."""
+"""The hash lane of a zip entry: order across lanes sharing a pool, zero padding, small
+batches inline, and `below` holding the writer back while hashing falls behind (memory
+stays bounded)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ import hashlib
 import os
 import random
 import threading
+import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from coordinator.archive import BufferGauge, EntryData
-from coordinator.digest import DigestLane
-from coordinator.status import FileStatus
+from coordinator.digest import HashLane, crc32_zeros
 
 
 class CountingExecutor(ThreadPoolExecutor):
@@ -46,158 +45,70 @@ class GatedExecutor(ThreadPoolExecutor):
 
 
 def test_lanes_sharing_a_pool_each_hash_in_arrival_order() -> None:
-    """Two lanes fed interleaved pieces of random sizes (inline and in the pool), then zero
-    padding, get the digests of their own bytes in order; `on_hashed` counts data only."""
     rng = random.Random(7)
-    pieces = [[os.urandom(rng.choice([1, 100, 4095, 4096, 70_000])) for _ in range(200)]
+    pieces = [[os.urandom(rng.choice([1, 100, 4095, 70_000, 200_000])) for _ in range(100)]
               for _ in (0, 1)]
     executor = CountingExecutor(2)
-    hashed = [0, 0]
-    done: list[int] = []
 
-    def counter(i: int) -> Callable[[int], None]:
-        return lambda n: hashed.__setitem__(i, hashed[i] + n)
-
-    async def go() -> list[DigestLane]:
-        lanes = [DigestLane(executor, counter(i), lambda i=i: done.append(i),
-                            inline_limit=4096) for i in (0, 1)]
-        for step in range(200):
-            for lane, own in zip(lanes, pieces, strict=True):
-                lane.update(own[step])
-            await asyncio.sleep(0.0005 if step % 2 else 0)  # jobs end, batches form
-        for lane in lanes:
-            lane.zeros(3_000_001)
-            lane.close()
-        await asyncio.wait_for(asyncio.gather(*(lane.done.wait() for lane in lanes)), 10)
-        return lanes
+    async def scenario() -> list[tuple[int, str | None]]:
+        lanes = [HashLane(executor, sha256=True), HashLane(executor, sha256=False)]
+        for a, b in zip(*pieces, strict=True):
+            lanes[0].update(a)
+            lanes[1].update(b)
+            await asyncio.sleep(0)
+        lanes[0].zeros(3_000_000)
+        return [await lane.result() for lane in lanes]
 
     try:
-        lanes = asyncio.run(go())
+        (crc0, sha0), (crc1, sha1) = asyncio.run(scenario())
     finally:
         executor.shutdown()
-    for lane, own in zip(lanes, pieces, strict=True):
-        assert lane.digest == hashlib.sha256(b"".join(own) + bytes(3_000_001)).hexdigest()
-    assert sorted(done) == [0, 1]
-    assert executor.jobs > 20  # the big pieces went to the pool
-    assert hashed == [sum(map(len, own)) for own in pieces]
+    data0 = b"".join(pieces[0]) + bytes(3_000_000)
+    assert (crc0, sha0) == (zlib.crc32(data0), hashlib.sha256(data0).hexdigest())
+    assert (crc1, sha1) == (zlib.crc32(b"".join(pieces[1])), None)
+    assert executor.jobs > 0  # big batches went to the pool
 
 
-def test_small_pieces_are_hashed_inline_and_cancel_ends_without_a_digest() -> None:
+def test_small_batches_are_hashed_on_the_loop() -> None:
     executor = CountingExecutor(1)
-    ended: list[bool] = []
 
-    async def go() -> tuple[DigestLane, DigestLane]:
-        small = DigestLane(executor, lambda n: None, lambda: ended.append(True),
-                           inline_limit=1000)
+    async def scenario() -> int:
+        lane = HashLane(executor, sha256=False, inline_limit=1000)
         for _ in range(50):
-            small.update(b"x" * 999)
-        small.close()
-        cancelled = DigestLane(executor, lambda n: None, lambda: ended.append(False),
-                               inline_limit=1000)
-        cancelled.update(b"y" * 5000)  # a job in the pool
-        cancelled.cancel()
-        cancelled.cancel()
-        await asyncio.sleep(0.05)
-        return small, cancelled
+            lane.update(b"x" * 999)
+            await lane.below(1)
+        return (await lane.result())[0]
 
     try:
-        small, cancelled = asyncio.run(go())
+        assert asyncio.run(scenario()) == zlib.crc32(b"x" * 999 * 50)
     finally:
         executor.shutdown()
-    assert small.digest == hashlib.sha256(b"x" * 999 * 50).hexdigest()
-    assert cancelled.digest is None and cancelled.done.is_set()
-    assert executor.jobs == 1  # only the cancelled lane's big piece
-    assert ended == [True, False]  # each lane's on_done exactly once
+    assert executor.jobs == 0
 
 
-def test_an_entry_holds_its_bytes_until_the_digest_lane_has_them() -> None:
-    """The zip takes every chunk at once but hashing is stalled: the producer is still
-    stopped at the limit (nothing piles up behind the lane), and resumes once hashing
-    goes on; the recorded SHA-256 is that of the bytes."""
+def test_below_holds_the_writer_while_hashing_falls_behind() -> None:
     executor = GatedExecutor()
-    gauge = BufferGauge()
-    status = FileStatus("f.log", "n1/logs/f.log", 40_000)
-    data = os.urandom(40_000)
 
-    async def go() -> None:
-        entry = EntryData(status, sized=True, limit=8_000, gauge=gauge, executor=executor,
-                          hash_inline_limit=1_000)
-        waits = 0
-        for start in range(0, len(data), 4_000):
-            waiter = entry.feed(data[start:start + 4_000])
-            while entry.step_bytes > 0:
-                next(entry)  # the zip takes what is there at once
-            entry.settle()
-            if waiter is not None:
-                waits += 1
-                assert gauge.current <= 8_000 + 4_000
-                if not executor.gate.is_set():
-                    await asyncio.sleep(0.05)
-                    assert entry.blocked  # still waiting: the lane has not hashed
-                    executor.gate.set()
-                await asyncio.wait_for(waiter, 5)
-        entry.finish()
-        assert list(entry) == []
-        entry.settle()
-        await asyncio.wait_for(entry.digested(), 5)
-        assert waits >= 1
-        assert gauge.peak <= 8_000 + 4_000
+    async def scenario() -> None:
+        lane = HashLane(executor, sha256=True, inline_limit=0)
+        lane.update(bytes(100_000))
+        lane.update(bytes(100_000))
+        waiter = asyncio.ensure_future(lane.below(150_000))
+        await asyncio.sleep(0.05)
+        assert not waiter.done() and lane.backlog == 200_000  # held back: nothing hashed
+        executor.gate.set()
+        await asyncio.wait_for(waiter, 5)
+        assert lane.backlog < 150_000
+        crc, _ = await lane.result()
+        assert crc == zlib.crc32(bytes(200_000))
 
     try:
-        asyncio.run(go())
+        asyncio.run(scenario())
     finally:
         executor.gate.set()
         executor.shutdown()
-    assert status.sha256 == hashlib.sha256(data).hexdigest()
-    assert gauge.current == 0
 
 
-class FailingExecutor(ThreadPoolExecutor):
-    """Every job raises in its worker thread."""
-
-    def __init__(self) -> None:
-        super().__init__(1)
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        def fail() -> Any:
-            raise MemoryError("no memory for hashing")
-
-        return super().submit(fail)
-
-
-def test_a_failed_hash_job_neither_blocks_the_agent_nor_the_archive() -> None:
-    """Should a hashing job ever fail, the entry goes on without a digest (logged) instead of
-    waiting for one forever; a shut-down executor is hashed inline instead."""
-    executor = FailingExecutor()
-    status = FileStatus("f.log", "n1/logs/f.log", 50_000)
-    data = os.urandom(50_000)
-
-    async def go() -> None:
-        entry = EntryData(status, sized=True, limit=8_000, executor=executor,
-                          hash_inline_limit=1_000)
-        for start in range(0, len(data), 5_000):
-            waiter = entry.feed(data[start:start + 5_000])
-            while entry.step_bytes > 0:
-                next(entry)
-            entry.settle()
-            if waiter is not None:
-                await asyncio.wait_for(waiter, 5)
-        entry.finish()
-        assert list(entry) == []
-        entry.settle()
-        await asyncio.wait_for(entry.digested(), 5)
-
-        stopped = ThreadPoolExecutor(1)
-        stopped.shutdown()
-        lane = DigestLane(stopped, lambda n: None, lambda: None, inline_limit=10)
-        lane.update(b"z" * 100)
-        lane.close()
-        await asyncio.wait_for(lane.done.wait(), 5)
-        assert lane.digest == hashlib.sha256(b"z" * 100).hexdigest()
-
-    try:
-        asyncio.run(go())
-    finally:
-        executor.shutdown()
-    assert status.sha256 is None  # no digest rather than a wrong one
-    assert status.bytes == 50_000
+def test_crc_of_zeros() -> None:
+    assert crc32_zeros(3_000_000, zlib.crc32(b"abc")) == zlib.crc32(b"abc" + bytes(3_000_000))
+    assert crc32_zeros(0) == 0

@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.parse
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,17 @@ class Coordinator:
         self.server.listen(self.port, "127.0.0.1")
 
     def start(self) -> Coordinator:
+        """Serve, poll the agents (their features decide how entries are framed) and return
+        once every agent was polled."""
         self.thread.start()
         assert self.ready.wait(10)
+        self.loop.call_soon_threadsafe(self.app.settings["service"].start)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            _, _, body = http_get(self.url + "/api/agents")
+            if all(a["health"] != "unknown" for a in json.loads(body)["agents"]):
+                break
+            time.sleep(0.05)
         return self
 
     @property
@@ -182,7 +192,10 @@ def node_status(status: dict[str, Any], node: str) -> dict[str, Any]:
     return next(n for n in status["nodes"] if n["node"] == node)
 
 
-def check_with_tools(body: bytes, tmp_path: Path, *, sha_check: bool = True) -> Path:
+def check_with_tools(body: bytes, tmp_path: Path, *, sha_check: bool = True,
+                     failed: frozenset[str] = frozenset()) -> Path:
+    """unzip -t and 7z t pass; after extraction, ``sha256sum -c`` flags exactly *failed*
+    (the entries that are not true copies of their source: partial, zero-filled)."""
     path = tmp_path / "out.zip"
     path.write_bytes(body)
     for tool, args in (("unzip", ["-t", "-qq"]), ("7z", ["t", "-bd"])):
@@ -194,7 +207,10 @@ def check_with_tools(body: bytes, tmp_path: Path, *, sha_check: bool = True) -> 
     if sha_check:
         result = subprocess.run(["sha256sum", "-c", "--strict", "_fleetzip/SHA256SUMS"],
                                 cwd=out, capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout + result.stderr
+        flagged = {line.rsplit(": ", 1)[0] for line in result.stdout.splitlines()
+                   if line.endswith(": FAILED")}
+        assert flagged == failed, result.stdout + result.stderr
+        assert result.returncode == (1 if failed else 0), result.stdout + result.stderr
     return out
 
 
@@ -297,11 +313,16 @@ def test_too_many_downloads_get_429(fleet: Fleet,
     conn.close()
 
 
+@pytest.mark.parametrize("compression", ["stored", "deflate"])
 def test_agent_killed_mid_entry_and_restarted_is_resumed(
-        fleet: Fleet, coordinator: Callable[..., Coordinator], tmp_path: Path) -> None:
+        fleet: Fleet, coordinator: Callable[..., Coordinator], tmp_path: Path,
+        compression: str) -> None:
+    """Stored: resumed with Range from the byte reached. Deflate (the agent's frames): from
+    the last complete frame, with its running CRC; the entry is one valid deflate stream."""
     fleet.add("alpha", {"big.log": 1_500_000}, max_bandwidth="500KiB")
+    (fleet.roots["alpha"] / "big.log").write_bytes(os.urandom(1_500_000))  # incompressible
     c = coordinator(resume_attempts=10, idle_timeout=5)
-    conn, response = open_stream(c, query())
+    conn, response = open_stream(c, query(compression=compression))
     first = response.read(300_000)
     os.kill(fleet.agents["alpha"].pid, signal.SIGKILL)
     fleet.restart("alpha")
@@ -312,6 +333,9 @@ def test_agent_killed_mid_entry_and_restarted_is_resumed(
     files = node_status(read_status(body), "alpha")["files"]
     assert files[0]["resumed"] >= 1 and files[0]["bytes"] == 1_500_000
     assert files[0]["error"] is None
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert zf.getinfo("alpha/logs/big.log").compress_type == (
+            zipfile.ZIP_DEFLATED if compression == "deflate" else zipfile.ZIP_STORED)
     check_with_tools(body, tmp_path)
 
 
@@ -333,12 +357,15 @@ def test_agent_killed_for_good_leaves_a_valid_partial_archive(
     assert "resume" in big["error"]
     source = (fleet.roots["alpha"] / "big.log").read_bytes()
     with zipfile.ZipFile(io.BytesIO(body)) as zf:
-        got = zf.read("alpha/logs/big.log")
-        assert got == source[: big["bytes"]] + bytes(1_500_000 - big["bytes"])
-        assert zf.read("alpha/logs/later.log") == bytes(1000)  # node down: zero-filled
+        got = zf.read("alpha/logs/big.log")  # zipfile checks the promised CRC-32
+        # zero-filled; the last 4 bytes make the CRC promised before the data hold
+        assert got[:-4] == source[: big["bytes"]] + bytes(1_500_000 - big["bytes"] - 4)
+        assert zlib.crc32(got) == zlib.crc32(source)
+        assert zf.read("alpha/logs/later.log")[:-4] == bytes(996)  # node down: zero-filled
         assert zf.read("beta/logs/ok.log") == (fleet.roots["beta"] / "ok.log").read_bytes()
     assert node_status(status, "beta")["state"] == "ok"
-    check_with_tools(body, tmp_path)
+    check_with_tools(body, tmp_path, failed=frozenset({"alpha/logs/big.log",
+                                                       "alpha/logs/later.log"}))
 
 
 def test_frozen_agent_hits_the_idle_timeout(fleet: Fleet,
@@ -363,7 +390,7 @@ def test_frozen_agent_hits_the_idle_timeout(fleet: Fleet,
     big = node_status(status, "alpha")["files"][0]
     assert "idle_timeout" in big["error"] and big["bytes"] < 1_500_000
     assert node_status(status, "beta")["state"] == "ok"
-    check_with_tools(body, tmp_path)
+    check_with_tools(body, tmp_path, failed=frozenset({"alpha/logs/big.log"}))
 
 
 def test_client_leaving_closes_every_agent_connection(

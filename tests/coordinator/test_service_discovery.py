@@ -53,7 +53,7 @@ def test_inline_and_file_sd_with_change_and_bad_file(tmp_path: Path) -> None:
         assert agents["f1"] | {"health": None, "error": None} == {
             "name": "f1", "url": "http://127.0.0.9:8701", "labels": {"env": "prod"},
             "source": "file", "health": None, "last_seen": None, "version": None,
-            "error": None}
+            "error": None, "features": []}
         # nothing listens there: the poller marks them down with a reason
         down = wait_for(lambda: (a := agents_by_name(coord.url))["f1"]["health"] == "fail"
                         and a)

@@ -156,10 +156,14 @@ def finish(background: Background) -> tuple[Fetched, Any, dict[str, Any]]:
 
 # ---------------------------------------------------------------------------- cases
 
+# Resumes back off 0.25, 0.5, 1, 2, 2, 2 s: an agent restarted on a loaded 2-core machine
+# (Python start-up, imports) is back well within them; 3 attempts (1.75 s) were not always.
+RESTART_ATTEMPTS = 6
+
 
 def test_sigkill_and_restart_mid_entry(fleet: Fleet, tmp_path: Path) -> None:
     data = two_agents(fleet)
-    fleet.start_coordinator()
+    fleet.start_coordinator(download={"resume_attempts": RESTART_ATTEMPTS})
     background, baseline = start(fleet, tmp_path, 2, glob="*.bin")
     victim = fleet.agents[0]
     wait_for_bytes(fleet, "n1", 96 * 1024)
@@ -300,7 +304,7 @@ def test_file_rotated_while_its_agent_is_down_is_not_spliced(fleet: Fleet,
     the agent is back: the resume finds another file at the path. Its bytes must not be
     spliced onto the first file's; the entry ends where the first file's bytes end."""
     data = two_agents(fleet)
-    fleet.start_coordinator()
+    fleet.start_coordinator(download={"resume_attempts": RESTART_ATTEMPTS})
     background, baseline = start(fleet, tmp_path, 2, glob="*.bin")
     victim = fleet.agents[0]
     wait_for_bytes(fleet, "n1", 96 * 1024)

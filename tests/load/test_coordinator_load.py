@@ -82,7 +82,7 @@ def test_20_concurrent_merged_downloads(tmp_path: Path) -> None:
             archive = check_archive(result.path)
             status = status_of(archive)
             for node in ("l1", "l2", "l3"):
-                assert node_status(status, node)["state"] == "ok"
+                assert node_status(status, node)["state"] == "ok", node_status(status, node)
                 for name, data in files.items():
                     assert archive.read(f"{node}/logs/{name}") == data
         assert sampler.peak - sampler.baseline < RSS_GROWTH_LIMIT
