@@ -10,6 +10,10 @@ downloads and adapts piece sizes to how many run. The span to send is fixed when
 response starts, so a file that grows is sent up to its size at that moment; one that shrinks
 ends the response early (the connection is closed, so the client sees the short body) and is
 logged.
+
+Two hooks for the coordinator (docs/agent-protocol.md): a range download (206) digests the
+bytes it reads, in the read thread, for the checksum cache (`agent.digests.SpanDigest`); and
+``?compress=deflate`` hands the span to `agent.deflate`, which sends it as deflate frames.
 """
 
 from __future__ import annotations

@@ -16,6 +16,13 @@ ids and query strings, status codes, sizes, referers and user agents, from a fix
 Every variant's output is decompressed and compared with the input before it counts.
 Targets (issue 12): ≥ 5 x the seed's throughput at ≤ 1.25 x zlib-6's size.
 
+Then (unless ``--no-agent``) the same log through a real agent process, downloaded by curl:
+``?compress=deflate`` frames of the whole file as a ``Range`` (what the coordinator will ask),
+a stored ``Range`` download (206: SHA-256 + CRC-32 of the bytes sent) and a plain download
+(200: no digests). Reported per mode: the agent's CPU seconds per GiB of *source* (psutil,
+from ``/proc/PID/stat``), MB of source per agent CPU second, wall MB/s of source, and bytes on
+the wire.
+
     .venv/bin/python bench/agent_deflate.py --rounds 3
 """
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import subprocess
 import sys
 import time
 import zlib
@@ -34,13 +42,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     DATA_DIR,
+    GIB,
     MIB,
+    agent_server,
+    curl_download,
     machine_notes,
     median,
     parse_size,
     print_json_line,
     print_table,
+    require_curl,
+    running,
     warm_page_cache,
+    work_dir,
 )
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -187,7 +201,63 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-size", default="64MiB")
     parser.add_argument("--frame", default="1MiB", help="input bytes per frame (1MiB)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-agent", action="store_true", help="skip the agent process stage")
     return parser.parse_args(argv)
+
+
+def curl_with_range(url: str, size: int) -> tuple[int, int, float]:
+    """(status, bytes received, seconds) of a ``Range: bytes=0-(size-1)`` download."""
+    argv = ["curl", "-s", "-o", "/dev/null", "-H", f"Range: bytes=0-{size - 1}",
+            "-w", "%{http_code} %{size_download}", url]
+    started = time.monotonic()
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    elapsed = time.monotonic() - started
+    status, received = out.stdout.split()
+    return int(status), int(float(received)), elapsed
+
+
+def agent_stage(path: Path, size: int, rounds: int) -> dict[str, Any]:
+    """The log through a real agent: frames, a stored range download and a plain one."""
+    require_curl()
+    modes = {"frames (compress=deflate, Range)": ("?compress=deflate", True, 200),
+             "stored Range (206, digests)": ("", True, 206),
+             "plain (200, no digests)": ("", False, 200)}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    wall: dict[str, list[float]] = {m: [] for m in modes}
+    wire: dict[str, int] = {}
+    with work_dir("fleetzip-deflate-") as tmp:
+        agent = agent_server(tmp, path.parent, path.name, chunk_size="1MiB")
+        with running([agent]):
+            names = list(modes)
+            for round_no in range(rounds):
+                shift = round_no % len(names)
+                for mode in names[shift:] + names[:shift]:
+                    query, ranged, expect = modes[mode]
+                    url = agent.file_url + query
+                    before = agent.cpu_seconds()
+                    if ranged:
+                        status, received, seconds = curl_with_range(url, size)
+                    else:
+                        result = curl_download(url, 600)
+                        status, received, seconds = result.status, result.size, result.seconds
+                    if status != expect or (query == "" and received != size):
+                        raise SystemExit(f"{mode}: HTTP {status}, {received} bytes")
+                    cpu[mode].append(agent.cpu_seconds() - before)
+                    wall[mode].append(seconds)
+                    wire[mode] = received
+    rows, figures = [], {}
+    for mode in modes:
+        cpu_gib = median(cpu[mode]) / (size / GIB)
+        figures[mode] = {"agent_cpu_s_per_gib": round(cpu_gib, 3),
+                         "mb_per_agent_cpu_s": round(size / median(cpu[mode]) / 1e6, 1),
+                         "wall_mb_s": round(size / median(wall[mode]) / 1e6, 1),
+                         "wire_bytes": wire[mode]}
+        rows.append([mode, f"{cpu_gib:.2f}", f"{size / median(cpu[mode]) / 1e6:.0f}",
+                     f"{size / median(wall[mode]) / 1e6:.0f}", str(wire[mode])])
+    print(f"\nagent process, chunk_size 1 MiB, {rounds} rounds, medians; per GiB of source")
+    print_table(["mode", "agent CPU s/GiB", "MB/s per agent CPU s", "wall MB/s", "wire bytes"],
+                rows)
+    return figures
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -227,8 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"log {path.name}: {size // MIB} MiB of access-log lines; frames of {frame // 1024} KiB;"
           f" {args.rounds} rounds, medians; CPU from /proc/self/stat")
     print_table(["variant", "MB/s per core", "x zlib-6", "ratio in/out", "size x zlib-6"], rows)
+    agent = None if args.no_agent else agent_stage(path, size, args.rounds)
     print_json_line({"bench": "agent_deflate", "size": size, "frame": frame,
-                     "rounds": args.rounds, "figures": figures, "machine": machine_notes()})
+                     "rounds": args.rounds, "figures": figures, "agent": agent,
+                     "machine": machine_notes()})
     return 0
 
 
