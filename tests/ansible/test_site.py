@@ -37,7 +37,9 @@ import yaml
 from coordinator.users import hash_password
 from tests.support import free_port, http_get, require_tool, wait_until_up, write_yaml
 
-pytestmark = pytest.mark.slow
+# The module's fixtures build a wheelhouse and run whole playbooks: minutes on a busy 2-core
+# machine, past pytest's default 300 s per test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
