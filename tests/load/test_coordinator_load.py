@@ -44,7 +44,10 @@ def test_20_concurrent_merged_downloads(tmp_path: Path) -> None:
         for name in ("l1", "l2", "l3"):
             fleet.add_agent(name, files, max_bandwidth="4MiB", max_concurrent_downloads=64)
         fleet.start_agents()
-        coordinator = fleet.start_coordinator(download={"max_concurrent": MAX_CONCURRENT})
+        # Every client comes from one address with auth off: max_per_user (per address
+        # then) is raised so that max_concurrent is the limit under test.
+        coordinator = fleet.start_coordinator(download={"max_concurrent": MAX_CONCURRENT,
+                                                        "max_per_user": MAX_CONCURRENT})
         fleet.wait_healthy(3)
         baseline = fd_baseline(fleet.processes())
         sampler = RssSampler(coordinator.pid)
