@@ -286,7 +286,7 @@ def test_non_ascii_names_and_sizes(tmp_path: Path) -> None:
     out = tmp_path / "x"
     subprocess.run([require_tool("unzip"), "-qq", str(path), "-d", str(out)], check=True)
     assert (out / "n1/logs/jour/été.log").read_bytes() == content("n1/logs/jour/été.log", 300)
-    check = subprocess.run(["sha256sum", "-c", "_fleetzip/SHA256SUMS"], cwd=out,
+    check = subprocess.run(["sha256sum", "-c", "--strict", "_fleetzip/SHA256SUMS"], cwd=out,
                            capture_output=True, text=True, env={**os.environ, "LC_ALL": "C.UTF-8"})
     assert check.returncode == 0, check.stdout + check.stderr
 
