@@ -33,7 +33,7 @@ class LyingAgent(ThreadingHTTPServer):
         self.targets: list[str] = []
         super().__init__(("127.0.0.1", free_port()), _ListingHandler)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
