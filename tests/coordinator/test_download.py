@@ -463,15 +463,15 @@ def test_client_leaving_while_the_agents_stall_closes_them_at_once(
 
 
 def test_client_pausing_longer_than_idle_timeout_with_a_healthy_agent_completes(
-        fleet: Fleet, coordinator: Callable[..., Coordinator], tmp_path: Path) -> None:
+        fleet: Fleet, coordinator: Callable[..., Coordinator]) -> None:
     """`idle_timeout` is about silent agents: an agent held back because the client does not
     read is not idle, and the entry completes without an error or a resume."""
-    size = 24 * 1024 * 1024  # far more than the socket buffers and the pipeline hold
+    size = 16 * 1024 * 1024  # far more than the socket buffers and the pipeline hold
     fleet.add("alpha", {"big.log": size})
-    c = coordinator(idle_timeout=1, resume_attempts=0, chunk_size=64 * 1024)
+    c = coordinator(idle_timeout=0.5, resume_attempts=0, chunk_size=64 * 1024)
     conn, response = open_stream(c, query())
     first = response.read(64 * 1024)
-    time.sleep(3.5)  # the client stalls for over three idle timeouts
+    time.sleep(2.0)  # the client stalls for four idle timeouts
     (download,) = c.manager.active.values()
     (held,) = download.progress()["nodes"]
     assert held["state"] == "running" and held["bytes"] < size  # the agent was held back
@@ -482,4 +482,3 @@ def test_client_pausing_longer_than_idle_timeout_with_a_healthy_agent_completes(
     assert (big["error"], big["bytes"], big["resumed"]) == (None, size, 0)
     with zipfile.ZipFile(io.BytesIO(body)) as zf:
         assert zf.read("alpha/logs/big.log") == (fleet.roots["alpha"] / "big.log").read_bytes()
-    check_with_tools(body, tmp_path)
