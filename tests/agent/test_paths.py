@@ -24,6 +24,8 @@ def roots(tmp_path: Path) -> dict[str, str]:
     (root / "sub").mkdir(parents=True)
     (root / "app.log").write_bytes(b"0123456789")
     (root / "sub" / "b.log").write_bytes(b"b")
+    (root / "sub" / "deep").mkdir()
+    (root / "sub" / "deep" / "c.log").write_bytes(b"cc")
     sibling = tmp_path / "data" / "logs-secret"
     sibling.mkdir()
     (sibling / "x").write_bytes(b"SECRET")
@@ -38,6 +40,8 @@ def test_is_inside_is_a_path_comparison_not_a_prefix() -> None:
     assert is_inside("/data/logs/a", "/data/logs")
     assert is_inside("/data/logs/a", "/data/logs/")
     assert is_inside("/a", "/")  # the filesystem root holds everything
+    assert is_inside("/srv/X/a", "/srv/X")  # only a trailing "/" is stripped from the root
+    assert not is_inside("/srv/a", "/srv/X")
     assert not is_inside("/data/logs-secret/x", "/data/logs")
     assert not is_inside("/data/log", "/data/logs")
     assert not is_inside("/data", "/data/logs")
@@ -49,7 +53,7 @@ def test_request_path_length_limit() -> None:
     assert check_request_path(longest) == longest
     with pytest.raises(BadRequest) as caught:
         check_request_path(longest + "c")
-    assert caught.value.parameter == "path" and "too long" in caught.value.message
+    assert (caught.value.parameter, caught.value.message) == ("path", "path too long")
 
 
 def test_request_path_refusal_names_the_parameter_and_reason() -> None:
@@ -92,6 +96,9 @@ def test_open_regular_file(roots: dict[str, str]) -> None:
     opened = open_regular_file(roots, "logs", "app.log")
     os.close(opened.fd)
     assert (opened.name, opened.size) == ("app.log", 10)
+    opened = open_regular_file(roots, "logs", "sub/deep/c.log")
+    os.close(opened.fd)
+    assert (opened.name, opened.size) == ("c.log", 2)  # the last segment only
 
 
 def test_open_refuses_what_is_not_a_regular_file_inside(roots: dict[str, str]) -> None:

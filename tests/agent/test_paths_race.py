@@ -55,6 +55,24 @@ def test_directory_swapped_for_a_symlink_after_resolving_is_refused(
         return resolved
 
     monkeypatch.setattr(paths, "resolve", resolve_then_swap)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^no such file: logs/dir/app\.log$"):
         opened = paths.open_regular_file(real_roots, "logs", "dir/app.log")
         os.close(opened.fd)  # only reached when the check is broken: do not leak the fd
+
+
+def test_file_removed_after_resolving_is_not_found(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "gone.log").write_text("soon gone")
+    real_roots = {"logs": str(root.resolve())}
+    real_resolve = paths.resolve
+
+    def resolve_then_remove(*args: str) -> str:
+        resolved = real_resolve(*args)
+        os.unlink(resolved)
+        return resolved
+
+    monkeypatch.setattr(paths, "resolve", resolve_then_remove)
+    with pytest.raises(NotFound, match=r"^no such file: logs/gone\.log$"):
+        paths.open_regular_file(real_roots, "logs", "gone.log")
