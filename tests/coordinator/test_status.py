@@ -242,3 +242,64 @@ def test_host_is_clipped_and_defaults_to_this_machine() -> None:
     assert ArchiveStatus.from_plan(plan_of({}), started=0.0, host="h" * 100).host == "h" * 64
     assert ArchiveStatus.from_plan(plan_of({}), started=0.0).host == (
         socket.gethostname()[:HOST_LIMIT])
+
+
+def test_state_is_derived_again_on_each_settle() -> None:
+    node = ArchiveStatus.from_plan(plan_of({"n": [10]}), started=0.0, host="h").nodes[0]
+    node.files[0].error = "refused"
+    node.settle()
+    assert node.state == "failed"
+    node.files[0].error = None  # resumed later and delivered in full
+    delivered(node, 10)
+    node.settle()
+    assert node.state == "ok"
+
+
+def test_a_single_byte_makes_a_node_partial_not_failed() -> None:
+    node = ArchiveStatus.from_plan(plan_of({"n": [10]}), started=0.0, host="h").nodes[0]
+    node.files[0].bytes, node.files[0].error = 1, "reset"
+    node.settle()
+    assert node.state == "partial"
+
+
+def test_times_are_utc_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        assert iso_time(0) == "1970-01-01T00:00:00.000Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_status_json_is_indented_for_people() -> None:
+    status = ArchiveStatus.from_plan(plan_of({"n1": [1]}), started=0.0, host="h")
+    assert render_status_json(status).startswith(b'{\n "request": {\n  "root": "logs",\n')
+
+
+def test_status_txt_columns_are_never_narrower_than_their_headings() -> None:
+    status = ArchiveStatus.from_plan(plan_of({"a": [1]}), started=0.0, host="h")
+    status.finished = 1_700_000_000.0
+    lines = render_status_txt(status).decode().splitlines()
+    assert lines[4] == "finished:    2023-11-14T22:13:20.000Z"
+    assert lines[6] == "NODE  STATE            FILES          BYTES     SECONDS  ERROR"
+    assert lines[7] == "a     ok                 0/1              0       0.000  "
+    assert lines[9].startswith("NODE  PATH     SIZE  BYTES  RESUMED  SHA256 ")
+    assert lines[10].startswith("a     f0.log      1      0        0  - ")
+
+
+def test_reservation_is_exact_when_every_field_is_at_its_longest() -> None:
+    """The worst case is a real status with every field at its longest: same sizes exactly."""
+    status = ArchiveStatus.from_plan(plan_of({"node-1": [10, 12345], "n2": [7]}),
+                                     started=1_700_000_000.0, host="x" * 80)
+    reserved = StatusReservation.for_status(status)
+    for node in status.nodes:
+        for f in node.files:
+            f.bytes, f.sha256, f.resumed = f.size, "9" * 64, 10**6
+            f.error = clip_error("e" * 500, FILE_ERROR_LIMIT)
+        node.error = clip_error("n" * 500, NODE_ERROR_LIMIT)
+        node.duration_s = 10**9
+        node.settle()
+    status.finished = 1_800_000_000.0
+    assert (len(render_status_json(status)), len(render_status_txt(status)),
+            len(render_sha256sums(status))) == (reserved.json, reserved.txt, reserved.sums)
