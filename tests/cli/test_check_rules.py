@@ -281,3 +281,33 @@ def test_health_url_keeps_queries_and_health_paths() -> None:
     assert health_url("http://h:1/health/") == "http://h:1/health/"
     assert health_url("http://h:1/health?x=1") == "http://h:1/health?x=1"
     assert health_url("http://h:1/base") == "http://h:1/base/health"
+
+
+def test_perfdata_of_an_evaluation_has_units_and_minimums() -> None:
+    result = evaluate(agent_doc(active=3), 0.5, {}, {})
+    assert result.line().split(" | ")[1].split() == [
+        "'time'=0.5s;;;0", f"'free_logs'={50 * 2**30}B;;;0", f"'free_dumps'={5 * 2**30}B;;;0",
+        "'downloads'=3;;;0"]
+
+
+def test_critical_free_threshold_applies_to_every_root() -> None:
+    result = evaluate(agent_doc(), 0.01, {}, parse_thresholds(["free=10GiB:"]))
+    assert result.state is State.CRITICAL
+    assert "free_dumps 5.0 GiB (critical range 10GiB:)" in result.text
+    assert perf(result.line())["free_logs"]["crit"] == f"{10 * 2**30}:"
+
+
+def test_more_message_edges() -> None:
+    for call, message in [
+        (lambda: parse_range("1:2:3", float),
+         "bad range '1:2:3': could not convert string to float: '1:2'"),
+        (lambda: parse_thresholds(["time=2=3"]),
+         "bad range '2=3': expected a duration like 30s, 5m or 2h, got '2=3'"),
+        (lambda: parse_timeout("1:2:UNKNOWN"),
+         "bad --timeout '1:2:UNKNOWN': expected a duration like 30s, 5m or 2h, got '1:2'"),
+    ]:
+        with pytest.raises(UsageError) as caught:
+            call()
+        assert str(caught.value) == message
+    assert str(Range(-math.inf, 5.0, inside=True)) == "@~:5"
+    assert Metric("n", 1, "MAX").perfdata() == "'n'=1MAX"  # only empty fields are trimmed
