@@ -311,3 +311,16 @@ def test_more_message_edges() -> None:
         assert str(caught.value) == message
     assert str(Range(-math.inf, 5.0, inside=True)) == "@~:5"
     assert Metric("n", 1, "MAX").perfdata() == "'n'=1MAX"  # only empty fields are trimmed
+
+
+def test_numbers_that_round_to_an_integer_lose_the_point() -> None:
+    assert Metric("n", 2.0000001).perfdata() == "'n'=2"
+    assert Metric("n", 0.1000004).perfdata() == "'n'=0.1"
+
+
+def test_headline_reads_the_first_entry_of_a_count() -> None:
+    doc = {"status": "pass", "serviceId": "a1", "checks": {
+        "downloads:active": [{"observedValue": 1}, {"observedValue": 9}]}}
+    result = evaluate(doc, 0, {}, {})
+    assert result.text == "agent a1 pass, 1 active downloads, 0.000s"
+    assert [(m.label, m.value) for m in result.metrics] == [("time", 0), ("downloads", 1)]
