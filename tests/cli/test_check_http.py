@@ -131,3 +131,34 @@ def test_refused_is_critical_and_a_silent_server_is_the_timeout_state() -> None:
         assert run_check(url, options, {}, {}).state is State.CRITICAL
         result = run_check(url, options, {}, {}, timeout_state=State.UNKNOWN)
         assert result.state is State.UNKNOWN
+
+
+def test_refused_stays_critical_when_the_timeout_state_is_another() -> None:
+    result = run_check(f"http://127.0.0.1:{free_port()}", HttpOptions(timeout=2.0), {}, {},
+                       timeout_state=State.UNKNOWN)
+    assert result.state is State.CRITICAL
+    assert result.text.startswith("cannot connect to") and "connection refused" in result.text
+
+
+def test_an_unresolvable_host_or_a_bad_url_is_unknown_with_the_reason() -> None:
+    result = check("http://fleetzip-check.invalid:1", timeout_state=State.CRITICAL)
+    assert result.state is State.UNKNOWN
+    assert result.text.startswith("cannot resolve the host of")
+    result = check("ftp://127.0.0.1/")
+    assert (result.state, result.text) == (
+        State.UNKNOWN, "not an http:// or https:// URL: 'ftp://127.0.0.1/health'")
+
+
+def test_an_oversized_answer_is_not_read_whole(server: HealthServer) -> None:
+    """Only the first MiB is read: a bigger document is cut, so it is no health document."""
+    server.answer(200, {"status": "pass", "pad": "x" * (2 * 1024 * 1024)})
+    result = check(server.url)
+    assert result.state is State.UNKNOWN and "did not answer JSON" in result.text
+
+
+def test_response_time_is_kept_to_the_microsecond(server: HealthServer) -> None:
+    server.answer(200, {"status": "pass"})
+    ticks = iter([1.0, 1.12345678])
+    result = check(server.url, clock=lambda: next(ticks))
+    assert result.metrics[0].label == "time"
+    assert result.metrics[0].value == 0.123457

@@ -324,3 +324,8 @@ def test_headline_reads_the_first_entry_of_a_count() -> None:
     result = evaluate(doc, 0, {}, {})
     assert result.text == "agent a1 pass, 1 active downloads, 0.000s"
     assert [(m.label, m.value) for m in result.metrics] == [("time", 0), ("downloads", 1)]
+
+
+def test_health_url_edges() -> None:
+    assert health_url("http://h:1/health?a=?b") == "http://h:1/health?a=?b"
+    assert health_url("http://h:1/healthX") == "http://h:1/healthX/health"
