@@ -178,14 +178,12 @@ def main() -> int:
         parser.error(f"no covering tests known for {', '.join(unknown)}; "
                      f"known: {', '.join(COVERING_TESTS)}")
     BUILD.mkdir(parents=True, exist_ok=True)
-    lines = []
     for module in modules:
         line = run_module(module, args.budget, args.max_children)
         print(line, flush=True)
-        lines.append(line)
-    with (BUILD / "summary.txt").open("a") as summary:
-        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        summary.write("".join(f"{stamp}  {line}\n" for line in lines))
+        with (BUILD / "summary.txt").open("a") as summary:  # kept even if a later one is cut
+            stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            summary.write(f"{stamp}  {line}\n")
     return 0
 
 
