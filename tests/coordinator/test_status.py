@@ -303,3 +303,11 @@ def test_reservation_is_exact_when_every_field_is_at_its_longest() -> None:
     status.finished = 1_800_000_000.0
     assert (len(render_status_json(status)), len(render_status_txt(status)),
             len(render_sha256sums(status))) == (reserved.json, reserved.txt, reserved.sums)
+
+
+def test_path_column_is_never_narrower_than_its_heading() -> None:
+    plan = Plan(Selection(root="logs"), (NodePlan(AgentRef("a", "http://a"), "logs",
+                                                  (PlannedFile("x", 1, 0.0),)),))
+    lines = render_status_txt(ArchiveStatus.from_plan(plan, started=0.0, host="h")).decode()
+    assert "\nNODE  PATH   SIZE  BYTES  RESUMED  SHA256 " in lines
+    assert "\na     x         1      0        0  - " in lines
