@@ -3,6 +3,7 @@ message a user sees for each refusal."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 import pytest
@@ -179,3 +180,19 @@ def test_query_arguments_decode_utf8_or_name_the_parameter() -> None:
     with pytest.raises(BadRequest) as caught:
         query_arguments({"root": [b"logs"], "glob": [b"\xff"]})
     assert (caught.value.parameter, caught.value.message) == ("glob", "glob: not valid UTF-8")
+
+
+def test_only_slashes_are_stripped_from_a_path() -> None:
+    assert one(path="X").path == "X"
+    assert one(path="/Xa/bX/").path == "Xa/bX"
+
+
+def test_since_without_a_zone_is_utc_whatever_the_local_zone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert one(since="2023-11-14T22:13:20").since == 1_700_000_000.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
