@@ -145,6 +145,11 @@ def validators(agent: ServerProcess, path: str) -> tuple[str, str]:
     return headers["ETag"], headers["Last-Modified"]
 
 
+def later_date(http_date: str, seconds: int) -> str:
+    moment = email.utils.parsedate_to_datetime(http_date).timestamp() + seconds
+    return email.utils.formatdate(moment, usegmt=True)
+
+
 def test_if_range(shared_agent: ServerProcess, range_file: str) -> None:
     etag, modified = validators(shared_agent, range_file)
     cases = [
@@ -153,6 +158,10 @@ def test_if_range(shared_agent: ServerProcess, range_file: str) -> None:
         (f"W/{etag}", 200),  # weak tags never match If-Range
         (modified, 206),  # the exact Last-Modified date
         ("Mon, 01 Jan 2001 00:00:00 GMT", 200),
+        # a date later than Last-Modified is no match either: only an exact date is a
+        # strong validator (RFC 9110 §13.1.5), so a "not older than" test would be wrong
+        (later_date(modified, 1), 200),
+        (later_date(modified, 86_400), 200),
     ]
     for if_range, expected in cases:
         headers = {"Range": "bytes=10-19", "If-Range": if_range}
@@ -195,6 +204,28 @@ def test_etag_changes_with_content(shared_agent: ServerProcess, shared_tree: Tre
     assert first != second
     status, _, _ = raw_get(shared_agent.url, "/files/logs/changing.txt", {"If-None-Match": first})
     assert status == 200
+
+
+def test_etag_changes_on_a_same_size_rewrite_within_one_second(
+    shared_agent: ServerProcess, shared_tree: Tree
+) -> None:
+    """Same inode, same size, same whole second: only the nanoseconds tell the versions apart."""
+    path = shared_tree.write("rewritten.txt", b"version-1")
+    second = int(os.stat(path).st_mtime)
+    os.utime(path, ns=(second * 10**9, second * 10**9 + 100_000_000))
+    first, first_modified = validators(shared_agent, "/files/logs/rewritten.txt")
+    with path.open("r+b") as f:  # rewritten in place: the inode stays
+        f.write(b"version-2")
+    os.utime(path, ns=(second * 10**9, second * 10**9 + 600_000_000))
+    again, again_modified = validators(shared_agent, "/files/logs/rewritten.txt")
+    assert first_modified == again_modified  # Last-Modified cannot tell them apart
+    assert first != again
+    status, _, body = raw_get(shared_agent.url, "/files/logs/rewritten.txt",
+                              {"If-None-Match": first})
+    assert (status, body) == (200, b"version-2")
+    status, _, body = raw_get(shared_agent.url, "/files/logs/rewritten.txt",
+                              {"Range": "bytes=8-8", "If-Range": first})
+    assert (status, body) == (200, b"version-2")  # the old tag must not get a range of the new
 
 
 def test_file_through_symlink_inside_root(shared_agent: ServerProcess) -> None:

@@ -64,6 +64,20 @@ def test_plan_response_order_of_preconditions() -> None:
     )
 
 
+def test_if_range_date_must_equal_last_modified() -> None:
+    """RFC 9110 §13.1.5: a later (or earlier) date is no match; the whole file, not a range."""
+    ranged = Conditions(range="bytes=1-1")
+    for date, expected in [
+        ("Tue, 14 Nov 2023 22:13:20 GMT", Plan(206, 1, 2)),  # == V.mtime
+        ("Tue, 14 Nov 2023 22:13:21 GMT", Plan(200, 0, 10)),  # one second later
+        ("Wed, 15 Nov 2023 22:13:20 GMT", Plan(200, 0, 10)),  # a day later
+        ("Tue, 14 Nov 2023 22:13:19 GMT", Plan(200, 0, 10)),  # one second earlier
+        ("not a date", Plan(200, 0, 10)),
+    ]:
+        conditions = Conditions(range=ranged.range, if_range=date)
+        assert plan_response("GET", conditions, V, 10) == expected, date
+
+
 class FakeTime:
     def __init__(self) -> None:
         self.now = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import socket
 import ssl
@@ -14,7 +15,7 @@ import trustme
 
 from tests.cli.conftest import AGENT_HOSTS, Fleet, run_cli
 from tests.cli.test_check_rules import PERF_RE
-from tests.support import ServerProcess, free_port, write_yaml
+from tests.support import ServerProcess, free_port, http_get, write_yaml
 
 LINE_RE = re.compile(r"^FLEETZIP (OK|WARNING|CRITICAL|UNKNOWN) - [^|\n]+(?: \| (.+))?$")
 EXIT = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
@@ -57,6 +58,18 @@ def test_ok_warning_critical_against_a_real_agent(fleet: Fleet) -> None:
 
     state, perf, _ = plugin_output(agent.url, "-c", "time=@0:")  # once perfdata ';@;'
     assert state == "CRITICAL" and perf["time"]["crit"] == "@0:"
+
+    # An unreadable root: the agent answers 503 with a "fail" document — CRITICAL, exit 2,
+    # naming the root (not UNKNOWN for a non-200 answer).
+    root = fleet.tmp / "web-1" / "logs"
+    root.rename(root.with_name("gone"))
+    status, _, body = http_get(agent.url + "/healthz")
+    assert status == 503 and json.loads(body)["status"] == "fail"
+    state, perf, code = plugin_output(agent.url)
+    assert (state, code) == ("CRITICAL", 2)
+    assert "time" in perf
+    proc = run_cli("check", agent.url)
+    assert "logs" in proc.stdout and "fail" in proc.stdout, proc.stdout
 
 
 def test_full_download_slots_make_the_agent_warn(fleet: Fleet) -> None:

@@ -8,6 +8,8 @@ import re
 import pytest
 
 from coordinator.client.check import (
+    CheckResult,
+    Metric,
     Range,
     State,
     UsageError,
@@ -165,3 +167,174 @@ def test_health_url() -> None:
     assert health_url("http://h:1") == "http://h:1/health"
     assert health_url("http://h:1/") == "http://h:1/health"
     assert health_url("http://h:1/healthz") == "http://h:1/healthz"
+
+
+def test_usage_error_messages() -> None:
+    cases = [
+        (lambda: parse_thresholds(["speed=3"]),
+         "unknown metric 'speed' (use time, free, free_<root>, downloads or agents)"),
+        (lambda: parse_thresholds(["time"]), "threshold 'time' is not METRIC=RANGE (e.g. time=2)"),
+        (lambda: parse_thresholds([" =3"]), "threshold '=3' is not METRIC=RANGE (e.g. time=2)"),
+        (lambda: parse_range("@", float), "empty range '@'"),
+        (lambda: parse_range(" ", float), "empty range ' '"),
+        (lambda: parse_range("5:1", float), "bad range '5:1': start is greater than end"),
+        (lambda: parse_range("x:1", float),
+         "bad range 'x:1': could not convert string to float: 'x'"),
+        (lambda: parse_timeout("0"), "bad --timeout '0': must be more than 0"),
+        (lambda: parse_timeout("5:maybe"),
+         "bad --timeout '5:maybe': state must be OK, WARNING, CRITICAL or UNKNOWN"),
+        (lambda: parse_timeout("soon"), "bad --timeout 'soon': expected a duration like 30s, "
+                                        "5m or 2h, got 'soon'"),
+    ]
+    for call, message in cases:
+        with pytest.raises(UsageError) as caught:
+            call()
+        assert str(caught.value) == message
+
+
+def test_parse_range_bounds_and_text() -> None:
+    assert parse_range("10", float) == Range(0.0, 10.0)
+    assert parse_range(" 10: ", float) == Range(10.0, math.inf)
+    assert parse_range("~:5", float) == Range(-math.inf, 5.0)
+    assert parse_range("@-5:-1", float) == Range(-5.0, -1.0, inside=True)
+    assert parse_range("3:3", float) == Range(3.0, 3.0)  # start may equal end
+    assert parse_range(" @1:2 ", float).text == "@1:2"
+    assert parse_range("1:2", lambda t: float(t) * 10) == Range(10.0, 20.0)
+
+
+@pytest.mark.parametrize(("rng", "text"), [
+    (Range(0.0, 10.0), "10"),
+    (Range(10.0, math.inf), "10:"),
+    (Range(5.0, 10.0), "5:10"),
+    (Range(-math.inf, 3.0), "~:3"),
+    (Range(0.0, math.inf), ""),
+    (Range(1.5, 2.25, inside=True), "@1.5:2.25"),
+    (Range(0.0, 0.000001), "0.000001"),
+])
+def test_range_text_in_perfdata(rng: Range, text: str) -> None:
+    assert str(rng) == text
+
+
+def test_timeouts() -> None:
+    assert parse_timeout("2s") == (2.0, State.CRITICAL)
+    assert parse_timeout("1:OK") == (1.0, State.OK)
+    assert parse_timeout("1:warning") == (1.0, State.WARNING)
+    assert parse_timeout("1:Critical") == (1.0, State.CRITICAL)
+
+
+def test_thresholds_split_on_commas_and_repeat() -> None:
+    parsed = parse_thresholds(["time=2, downloads=30", "", "free_logs = 1KiB:", "agents=@1:2"])
+    assert parsed == {"time": Range(0.0, 2.0), "downloads": Range(0.0, 30.0),
+                      "free_logs": Range(1024.0, math.inf), "agents": Range(1, 2, inside=True)}
+    assert parse_thresholds(["free=1KB"])["free"] == Range(0.0, 1000.0)
+    assert parse_thresholds(["time=1,time=3"]) == {"time": Range(0.0, 3.0)}  # last one wins
+
+
+def test_perfdata_fields_and_quoting() -> None:
+    metric = Metric("it's", 1.5, "s", Range(0, 2), Range(0, 3), 0, 10)
+    assert metric.perfdata() == "'it''s'=1.5s;2;3;0;10"
+    assert Metric("n", 3).perfdata() == "'n'=3"
+    assert Metric("n", 3, crit=Range(0, 1)).perfdata() == "'n'=3;;1"
+    assert Metric("n", 0.1234567, maximum=2).perfdata() == "'n'=0.123457;;;;2"
+    assert Metric("n", 2.0, minimum=0.5).perfdata() == "'n'=2;;;0.5"
+
+
+def test_line_keeps_text_on_one_line_and_perfdata_after_one_pipe() -> None:
+    result = CheckResult(State.WARNING, "a|b\nc", (Metric("x", 1), Metric("y", 2, "B")))
+    assert result.line() == "FLEETZIP WARNING - a/b c | 'x'=1 'y'=2B"
+    assert CheckResult(State.OK, "fine").line() == "FLEETZIP OK - fine"
+
+
+def test_headline_and_problems_text() -> None:
+    doc = agent_doc("warn", active=2, active_status="warn")
+    doc["checks"]["roots:freeBytes"][0].update(status="fail", output="not readable")  # type: ignore[index]
+    result = evaluate(doc, 0.25, parse_thresholds(["free_dumps=6GiB:"]),
+                      parse_thresholds(["downloads=1"]))
+    assert result.state is State.CRITICAL
+    assert result.text == (
+        "agent web-1 warn (v0.1.0), 2 roots, 2 active downloads, 0.250s: "
+        "downloads:active: warn; roots:freeBytes logs: fail (not readable); "
+        "free_dumps 5.0 GiB (warning range 6GiB:); downloads 2 (critical range 1)")
+    single = {"status": "pass", "serviceId": "agent", "checks": {
+        "roots:freeBytes": [{"componentId": "logs", "observedValue": 1, "status": "pass"}]}}
+    assert evaluate(single, 1, {}, {}).text == "agent pass, 1 root, 1.000s"
+    bare = {"status": "pass"}
+    assert evaluate(bare, 0, {}, {}).text == "agent ? pass, 0.000s"
+    coordinator = {"status": "fail", "serviceId": "coordinator", "version": "",
+                   "checks": {"agents:healthy": [{"observedValue": 0, "status": "fail"}]}}
+    assert evaluate(coordinator, 0, {}, {}).text == (
+        "coordinator fail, 0 healthy agents, 0.000s: agents:healthy: fail")
+
+
+def test_non_numeric_or_malformed_checks_are_left_out() -> None:
+    doc = {"status": "pass", "checks": {
+        "roots:freeBytes": [{"componentId": "a", "observedValue": True},
+                            {"componentId": "b", "observedValue": "5"}, "junk",
+                            {"observedValue": 7}],
+        "downloads:active": [{"observedValue": None}, {"observedValue": 3}],
+        "agents:healthy": {"observedValue": 1}}}
+    result = evaluate(doc, 0, {}, {})
+    assert [(m.label, m.value) for m in result.metrics] == [("time", 0), ("free_?", 7)]
+    assert evaluate({"status": "pass", "checks": ["x"]}, 0, {}, {}).state is State.OK
+
+
+def test_critical_threshold_wins_over_warning_on_the_same_metric() -> None:
+    result = evaluate(agent_doc(active=9), 0, parse_thresholds(["downloads=5"]),
+                      parse_thresholds(["downloads=8"]))
+    assert result.state is State.CRITICAL
+    assert "downloads 9 (critical range 8)" in result.text
+    assert "warning range" not in result.text
+
+
+def test_health_url_keeps_queries_and_health_paths() -> None:
+    assert health_url("http://h:1/health/") == "http://h:1/health/"
+    assert health_url("http://h:1/health?x=1") == "http://h:1/health?x=1"
+    assert health_url("http://h:1/base") == "http://h:1/base/health"
+
+
+def test_perfdata_of_an_evaluation_has_units_and_minimums() -> None:
+    result = evaluate(agent_doc(active=3), 0.5, {}, {})
+    assert result.line().split(" | ")[1].split() == [
+        "'time'=0.5s;;;0", f"'free_logs'={50 * 2**30}B;;;0", f"'free_dumps'={5 * 2**30}B;;;0",
+        "'downloads'=3;;;0"]
+
+
+def test_critical_free_threshold_applies_to_every_root() -> None:
+    result = evaluate(agent_doc(), 0.01, {}, parse_thresholds(["free=10GiB:"]))
+    assert result.state is State.CRITICAL
+    assert "free_dumps 5.0 GiB (critical range 10GiB:)" in result.text
+    assert perf(result.line())["free_logs"]["crit"] == f"{10 * 2**30}:"
+
+
+def test_more_message_edges() -> None:
+    for call, message in [
+        (lambda: parse_range("1:2:3", float),
+         "bad range '1:2:3': could not convert string to float: '1:2'"),
+        (lambda: parse_thresholds(["time=2=3"]),
+         "bad range '2=3': expected a duration like 30s, 5m or 2h, got '2=3'"),
+        (lambda: parse_timeout("1:2:UNKNOWN"),
+         "bad --timeout '1:2:UNKNOWN': expected a duration like 30s, 5m or 2h, got '1:2'"),
+    ]:
+        with pytest.raises(UsageError) as caught:
+            call()
+        assert str(caught.value) == message
+    assert str(Range(-math.inf, 5.0, inside=True)) == "@~:5"
+    assert Metric("n", 1, "MAX").perfdata() == "'n'=1MAX"  # only empty fields are trimmed
+
+
+def test_numbers_that_round_to_an_integer_lose_the_point() -> None:
+    assert Metric("n", 2.0000001).perfdata() == "'n'=2"
+    assert Metric("n", 0.1000004).perfdata() == "'n'=0.1"
+
+
+def test_headline_reads_the_first_entry_of_a_count() -> None:
+    doc = {"status": "pass", "serviceId": "a1", "checks": {
+        "downloads:active": [{"observedValue": 1}, {"observedValue": 9}]}}
+    result = evaluate(doc, 0, {}, {})
+    assert result.text == "agent a1 pass, 1 active downloads, 0.000s"
+    assert [(m.label, m.value) for m in result.metrics] == [("time", 0), ("downloads", 1)]
+
+
+def test_health_url_edges() -> None:
+    assert health_url("http://h:1/health?a=?b") == "http://h:1/health?a=?b"
+    assert health_url("http://h:1/healthX") == "http://h:1/healthX/health"

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
-from common.auth import TokenStore, bearer_token, token_matches
+from common.auth import TokenStore, bearer_token, read_tokens, token_matches
 from common.names import check_node_name, check_relative_path
 
 
@@ -64,3 +65,44 @@ def test_good_relative_paths(path: str) -> None:
 def test_bad_relative_paths(path: str) -> None:
     with pytest.raises(ValueError):
         check_relative_path(path)
+
+
+def test_token_file_format_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text("  spaced  \n#hidden\n \t\nlast")
+    assert read_tokens(path) == ("spaced", "last")
+    path.write_text("\n# only a comment\n   \n")
+    with pytest.raises(ValueError) as caught:
+        read_tokens(path)
+    assert str(caught.value) == f"no token in {path}"
+    with pytest.raises(OSError):
+        TokenStore.open(str(tmp_path / "missing"))
+
+
+def test_reload_logs_and_keeps_tokens_when_the_file_is_gone(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "tokens"
+    path.write_text("one\ntwo\n")
+    store = TokenStore.open(str(path))
+    assert store.enabled and store.tokens == ("one", "two")
+    caplog.set_level(logging.INFO, logger="common.auth")
+    assert store.reload()
+    assert caplog.messages == [f"reloaded 2 token(s) from {path}"]
+    caplog.clear()
+    path.unlink()
+    assert not store.reload()
+    assert caplog.messages == [  # the reason is in the log line
+        "token reload failed, keeping the previous tokens: "
+        f"[Errno 2] No such file or directory: '{path}'"]
+    assert caplog.records[0].levelno == logging.ERROR
+    assert store.check("Bearer two")
+    assert TokenStore.open(None).reload()  # nothing to reload when auth is off
+
+
+def test_authorization_header_edges() -> None:
+    store = TokenStore(path="x", tokens=("tok",))
+    assert store.check("BEARER tok") and store.check("Bearer tok ")
+    for header in (None, "", "tok", "Bearer", "Bearer  ", "Bearertok", "Token tok", "Bearer tok2"):
+        assert not store.check(header), header
+    assert bearer_token("Bearer a b") == "a b"  # the rest of the line is the token
+    assert not token_matches("tok", ())

@@ -166,6 +166,8 @@ def sha_check(path: Path, tmp_path: Path) -> set[str]:
     check = subprocess.run(["sha256sum", "-c", "--strict", "_fleetzip/SHA256SUMS"], cwd=out,
                            capture_output=True, text=True,
                            env={**os.environ, "LC_ALL": "C.UTF-8"})
+    # --strict: a malformed line fails the check too; no FAILED line must hide it
+    assert "improperly formatted" not in check.stderr, check.stderr
     return {line.rsplit(": ", 1)[0] for line in check.stdout.splitlines()
             if line.endswith(": FAILED")}
 

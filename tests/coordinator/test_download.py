@@ -451,3 +451,61 @@ def test_slow_client_keeps_the_pipeline_bounded(
     assert 0 < peak <= bound, (peak, bound)
     assert 2 * size > 16 * bound  # the archive is far bigger than anything held
 
+
+
+def test_client_leaving_while_the_agents_stall_closes_them_at_once(
+        fleet: Fleet, coordinator: Callable[..., Coordinator]) -> None:
+    """No byte flows when the client leaves, so no failed write can notice it: the closed
+    connection itself must cancel the download and close every agent connection."""
+    for name in ("alpha", "beta"):
+        fleet.add(name, {"big.log": 3_000_000}, max_bandwidth="300KiB")
+    c = coordinator(parallel=2, idle_timeout=60)  # the idle watchdog would take a minute
+    conn, response = open_stream(c, query())
+    response.read(50_000)
+    pids = [a.pid for a in fleet.agents.values()]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(established(p) >= 1 for p in pids):
+        time.sleep(0.05)
+    assert all(established(p) >= 1 for p in pids)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(0.5)  # the coordinator drains what was in flight and waits
+        conn.sock.close()  # type: ignore[union-attr]
+        conn.close()
+        left = time.monotonic()
+        while time.monotonic() - left < 2.0 and sum(established(p) for p in pids):
+            time.sleep(0.02)
+        # a stopped agent cannot close; ESTABLISHED ends once the coordinator closes its side
+        assert sum(established(p) for p in pids) == 0
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 2
+    while c.manager.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not c.manager.active
+    audit = json.loads((Path(c.config.audit_log)).read_text().splitlines()[-1])
+    assert audit["result"] == "cancelled"
+
+
+def test_client_pausing_longer_than_idle_timeout_with_a_healthy_agent_completes(
+        fleet: Fleet, coordinator: Callable[..., Coordinator]) -> None:
+    """`idle_timeout` is about silent agents: an agent held back because the client does not
+    read is not idle, and the entry completes without an error or a resume."""
+    size = 16 * 1024 * 1024  # far more than the socket buffers and the pipeline hold
+    fleet.add("alpha", {"big.log": size})
+    c = coordinator(idle_timeout=0.5, resume_attempts=0, chunk_size=64 * 1024)
+    conn, response = open_stream(c, query())
+    first = response.read(64 * 1024)
+    time.sleep(2.0)  # the client stalls for four idle timeouts
+    (download,) = c.manager.active.values()
+    (held,) = download.progress()["nodes"]
+    assert held["state"] == "running" and held["bytes"] < size  # the agent was held back
+    body = first + response.read()
+    conn.close()
+    assert len(body) == int(response.getheader("Content-Length") or -1)
+    big = node_status(read_status(body), "alpha")["files"][0]
+    assert (big["error"], big["bytes"], big["resumed"]) == (None, size, 0)
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert zf.read("alpha/logs/big.log") == (fleet.roots["alpha"] / "big.log").read_bytes()

@@ -104,6 +104,13 @@ def test_plan_over_three_agents_with_one_down(fleet: Fleet) -> None:
     assert [(n["node"], [(f["path"], f["size"]) for f in n["files"]]) for n in plan["nodes"]] \
         == [("n1", [("app.log", 1234)]), ("n3", [("app.log", 50_001)])]
 
+    # a directory without a glob is taken whole, subdirectories included
+    status, plan = fleet.plan(root="logs", path="sub")
+    assert status == 200, plan
+    assert [(n["node"], [f["path"] for f in n["files"]]) for n in plan["nodes"]] \
+        == [("n1", ["sub/deep/worker.log"]), ("n2", ["sub/other.log"])]
+    assert [s["node"] for s in plan["skipped"]] == ["n3"]
+
     fleet.agents["n2"].stop()
     status, plan = fleet.plan(root="logs", path="app.log")
     assert status == 200

@@ -1,0 +1,191 @@
+"""Mutation testing of the modules that carry the rules, one module at a time (``make mutation``).
+
+For each module a throw-away copy of ``agent/``, ``coordinator/``, ``common/`` and ``tests/``
+is made under ``build/mutation/<module>/`` with a ``[tool.mutmut]`` section that mutates only
+that module and runs only the fast tests that cover it (`COVERING_TESTS`). mutmut then runs
+each mutant against the tests that reached the mutated function, one mutant at a time
+(``--max-children``, default 1: the machine is shared), and a per-module time budget stops a
+run that takes too long. The worktree itself is never mutated.
+
+Output: one line per module, ``module: killed/total = rate`` (timeouts and segfaults count
+as killed, as mutmut counts them), then the surviving mutants with ``mutmut show`` diffs, in
+``build/mutation/<module>/report.txt``; ``build/mutation/summary.txt`` collects the lines.
+
+    python -m tests.mutation.run common/names.py agent/paths.py
+    python -m tests.mutation.run            # every module of COVERING_TESTS
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "build" / "mutation"
+
+# The module under mutation and the fast (in-process, unit-level) test files that cover it.
+# Tests that start agents or coordinators as subprocesses cannot see a mutant and are left out.
+COVERING_TESTS: dict[str, list[str]] = {
+    # path safety
+    "agent/paths.py": ["tests/agent/test_paths.py", "tests/agent/test_paths_race.py",
+                       "tests/agent/test_units.py"],
+    "common/names.py": ["tests/common/test_names.py", "tests/common/test_auth.py"],
+    # ranges and conditionals
+    "agent/ranges.py": ["tests/agent/test_units.py"],
+    "common/etag.py": ["tests/common/test_etag.py"],
+    # selection and planning
+    "coordinator/selection.py": ["tests/coordinator/test_selection.py",
+                                 "tests/coordinator/test_service_units.py"],
+    "coordinator/planner.py": ["tests/coordinator/test_service_units.py",
+                               "tests/coordinator/test_hostile_listing.py"],
+    # size arithmetic and ZIP layout
+    "coordinator/archive.py": ["tests/coordinator/test_archive.py"],
+    # status rendering
+    # (tests/coordinator/test_archive.py renders them too, but runs unzip and 7z: too slow
+    # to repeat for every mutant)
+    "coordinator/status.py": ["tests/coordinator/test_status.py"],
+    # auth
+    "common/auth.py": ["tests/common/test_auth.py"],
+    "coordinator/users.py": ["tests/coordinator/test_service_units.py"],
+    # the check plugin
+    "coordinator/client/check.py": ["tests/cli/test_check_rules.py",
+                                    "tests/cli/test_check_http.py"],
+}
+
+# Modules where only some functions carry the rule: only their mutants are run (the rest of
+# the module is reported as "not checked"). archive.py: its size arithmetic; the ZIP layout
+# itself is zipstream-ng's (checked by unzip, 7z and zipfile in the same tests).
+ONLY_FUNCTIONS: dict[str, list[str]] = {
+    "coordinator/archive.py": ["planned_archive_size", "_entry_sizes"],
+}
+
+COPIED = ("agent", "coordinator", "common", "tests", "docs")
+COPIED_FILES = ("agent.example.yml", "coordinator.example.yml", "README.md")  # tests read them
+ENV = {**os.environ, "CI": "true", "PYTHONDONTWRITEBYTECODE": "1"}
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "mutants")
+
+
+def slug(module: str) -> str:
+    return module.removesuffix(".py").replace("/", ".")
+
+
+def prepare(module: str, workdir: Path) -> None:
+    """A fresh copy of the code and the tests with a mutmut config for *module* alone."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    for name in COPIED:
+        shutil.copytree(ROOT / name, workdir / name, ignore=IGNORED)
+    for name in COPIED_FILES:
+        shutil.copy2(ROOT / name, workdir / name)
+    tests = ", ".join(json.dumps(t) for t in COVERING_TESTS[module])
+    basetemp = json.dumps(str(workdir / "tmp"))  # not the shared /tmp/pytest-of-<user>
+    also_copy = ", ".join(json.dumps(name) for name in ("docs", *COPIED_FILES))
+    (workdir / "pyproject.toml").write_text(f"""\
+[tool.mutmut]
+source_paths = ["agent", "coordinator", "common"]
+also_copy = [{also_copy}]
+only_mutate = [{json.dumps(module)}]
+pytest_add_cli_args_test_selection = [{tests}]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "--basetemp", {basetemp}]
+use_git_change_detection = false
+
+[tool.pytest.ini_options]
+timeout = 120
+filterwarnings = ["ignore::pytest.PytestRemovedIn10Warning"]
+markers = ["browser: needs Chromium", "slow: takes more than a few seconds"]
+""")
+
+
+def mutmut(workdir: Path, *args: str) -> str:
+    """The output of ``mutmut ARGS`` run in *workdir*."""
+    command = [sys.executable, "-m", "mutmut", *args]
+    return subprocess.run(command, cwd=workdir, env=ENV, capture_output=True, text=True,
+                          check=False).stdout
+
+
+def mutmut_run(workdir: Path, module: str, children: int, budget: float) -> bool:
+    """``mutmut run`` in its own process group; False when stopped at *budget* seconds."""
+    names = [f"{slug(module)}.x_{function}__mutmut_*"
+             for function in ONLY_FUNCTIONS.get(module, [])]
+    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *names]
+    with (workdir / "run.log").open("w") as log:
+        process = subprocess.Popen(command, cwd=workdir, env=ENV, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            process.wait(timeout=budget)
+            return True
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGTERM)  # mutmut and the mutant it runs
+            process.wait(30)
+            return False
+
+
+def counts(workdir: Path) -> dict[str, int]:
+    mutmut(workdir, "export-cicd-stats")  # written from the results saved so far
+    stats = json.loads((workdir / "mutants" / "mutmut-cicd-stats.json").read_text())
+    return {k: int(v) for k, v in stats.items() if isinstance(v, int)}
+
+
+def survivors(workdir: Path) -> list[str]:
+    listing = mutmut(workdir, "results")
+    return [line.split(":")[0].strip() for line in listing.splitlines()
+            if line.strip().endswith(("survived", "no tests"))]
+
+
+def run_module(module: str, budget: float, children: int) -> str:
+    workdir = BUILD / slug(module)
+    prepare(module, workdir)
+    started = time.monotonic()
+    if mutmut_run(workdir, module, children, budget):
+        finished = "complete"
+    else:
+        finished = f"STOPPED at the {budget:g} s budget: figures are partial"
+    elapsed = time.monotonic() - started
+    stats = counts(workdir)
+    killed = stats.get("killed", 0) + stats.get("timeout", 0) + stats.get("segfault", 0)
+    missed = stats.get("survived", 0) + stats.get("no_tests", 0) + stats.get("suspicious", 0)
+    judged = killed + missed
+    unchecked = stats.get("total", 0) - judged - stats.get("skipped", 0)
+    rate = f"{100 * killed / judged:.1f}%" if judged else "n/a"
+    line = (f"{module}: killed {killed}/{judged} = {rate} "
+            f"(survived {stats.get('survived', 0)}, no tests {stats.get('no_tests', 0)}, "
+            f"suspicious {stats.get('suspicious', 0)}, not checked {unchecked}; "
+            f"{elapsed:.0f} s, {finished})")
+    report = [line, ""]
+    for name in survivors(workdir):
+        report += [f"--- {name}", mutmut(workdir, "show", name).rstrip(), ""]
+    (workdir / "report.txt").write_text("\n".join(report) + "\n")
+    return line
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("modules", nargs="*", help="e.g. agent/paths.py (default: all)")
+    parser.add_argument("--budget", type=float, default=900, help="seconds per module")
+    parser.add_argument("--max-children", type=int, default=1)
+    args = parser.parse_args()
+    modules = args.modules or list(COVERING_TESTS)
+    unknown = [m for m in modules if m not in COVERING_TESTS]
+    if unknown:
+        parser.error(f"no covering tests known for {', '.join(unknown)}; "
+                     f"known: {', '.join(COVERING_TESTS)}")
+    BUILD.mkdir(parents=True, exist_ok=True)
+    for module in modules:
+        line = run_module(module, args.budget, args.max_children)
+        print(line, flush=True)
+        with (BUILD / "summary.txt").open("a") as summary:  # kept even if a later one is cut
+            stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            summary.write(f"{stamp}  {line}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
