@@ -27,7 +27,6 @@ import asyncio
 import logging
 import secrets
 import time
-import urllib.parse
 from asyncio import Future
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -35,6 +34,7 @@ from typing import Any
 
 from tornado.iostream import StreamClosedError
 
+from common.download_headers import attachment_disposition
 from common.errors import TooManyRequests, Unavailable
 from common.web import BaseHandler
 from coordinator.agentapi import AgentApi
@@ -322,7 +322,7 @@ class DownloadHandler(BaseHandler):
 
     def _set_archive_headers(self, plan: Plan, size: int | None) -> None:
         self.set_header("Content-Type", "application/zip")
-        self.set_header("Content-Disposition", content_disposition(archive_name(plan)))
+        self.set_header("Content-Disposition", attachment_disposition(archive_name(plan)))
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
         if size is not None:
@@ -392,10 +392,3 @@ def archive_name(plan: Plan) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(plan.created or time.time()))
         name = f"fleetzip-{plan.selection.root}-{stamp}"
     return name if name.lower().endswith(".zip") else name + ".zip"
-
-
-def content_disposition(name: str) -> str:
-    """RFC 6266: an ASCII fallback plus ``filename*`` for any other character."""
-    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
-    quoted = urllib.parse.quote(name, safe="")
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quoted}"

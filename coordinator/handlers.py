@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from typing import Any
 
@@ -21,6 +20,11 @@ from tornado.httputil import HTTPHeaders, ResponseStartLine, parse_response_star
 from tornado.iostream import StreamClosedError
 
 from common import __version__, health
+from common.download_headers import (
+    FILE_RESPONSE_HEADERS,
+    attachment_disposition,
+    safe_content_type,
+)
 from common.errors import (
     ApiError,
     BadRequest,
@@ -31,7 +35,6 @@ from common.names import check_relative_path
 from common.web import BaseHandler
 from coordinator.agentapi import AgentApi, ClientGone
 from coordinator.discovery import Registry
-from coordinator.download import content_disposition
 from coordinator.healthpoll import HealthPoller
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.planner import Planner, plan_to_json
@@ -165,46 +168,11 @@ class PlanHandler(CoordinatorHandler):
 REQUEST_HEADERS = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match",
                    "If-Unmodified-Since")
 # Copied from the agent's answer. Content-Type and Content-Disposition are not: the
-# coordinator sets them itself (`proxied_content_type`, `content_disposition`).
+# coordinator sets them itself (`common.download_headers`): a proxied file is served from the
+# coordinator's origin, where the operator's credentials live, and must never run as a page
+# there (SPEC §4; docs/security.md "the web origin").
 RESPONSE_HEADERS = ("Content-Length", "Content-Range", "ETag", "Last-Modified",
                     "Accept-Ranges", "Retry-After", "Cache-Control")
-# Types a browser shows or saves but never runs script in; anything else an agent says
-# (text/html, image/svg+xml, application/xhtml+xml, ...) leaves as application/octet-stream.
-SAFE_CONTENT_TYPES = frozenset({
-    "application/octet-stream", "text/plain", "text/csv", "text/tab-separated-values",
-    "application/json", "application/x-ndjson", "application/gzip", "application/x-gzip",
-    "application/zip", "application/x-tar", "application/x-bzip2", "application/x-xz",
-    "application/zstd", "application/x-7z-compressed", "image/png", "image/jpeg", "image/gif",
-    "image/webp",
-})
-MAX_CONTENT_TYPE = 200  # longer is not a type an agent guessed
-_CHARSET_RE = re.compile(r"[A-Za-z0-9._-]{1,40}")
-# A proxied file is served from the coordinator's origin, where the operator's credentials
-# live: it must never run as a page there (SPEC §4; docs/security.md "the web origin").
-PROXY_SAFETY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "sandbox",
-}
-
-
-def proxied_content_type(value: str | None) -> str:
-    """The agent's ``Content-Type`` when it is in `SAFE_CONTENT_TYPES` (with at most a
-    plain ``charset``), else ``application/octet-stream``. An agent is untrusted: a type
-    that a browser would render as a document on the coordinator's origin never passes.
-    """
-    fallback = "application/octet-stream"
-    if not value or len(value) > MAX_CONTENT_TYPE:
-        return fallback
-    mime, _, params = value.partition(";")
-    mime = mime.strip().lower()
-    if mime not in SAFE_CONTENT_TYPES:
-        return fallback
-    for param in params.split(";"):
-        key, _, charset = param.partition("=")
-        charset = charset.strip().strip('"')
-        if key.strip().lower() == "charset" and _CHARSET_RE.fullmatch(charset):
-            return f"{mime}; charset={charset}"
-    return mime
 
 
 class NodeFileHandler(CoordinatorHandler):
@@ -300,9 +268,9 @@ class NodeFileHandler(CoordinatorHandler):
             value = self._headers.get(name)
             if value is not None:
                 self.set_header(name, value)
-        self.set_header("Content-Type", proxied_content_type(self._headers.get("Content-Type")))
-        self.set_header("Content-Disposition", content_disposition(self._basename))
-        for name, value in PROXY_SAFETY_HEADERS.items():
+        self.set_header("Content-Type", safe_content_type(self._headers.get("Content-Type")))
+        self.set_header("Content-Disposition", attachment_disposition(self._basename))
+        for name, value in FILE_RESPONSE_HEADERS.items():
             self.set_header(name, value)
 
     async def _on_chunk(self, chunk: bytes) -> None:
