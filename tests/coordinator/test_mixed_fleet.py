@@ -1,5 +1,5 @@
 """A rolling upgrade: one agent of this release (``checksum``, ``deflate``) and one of the
-previous release — its real code, taken from the ``main`` branch's tree and run as a
+previous release — its real code, taken from release 0.1's last commit and run as a
 process — behind one coordinator.
 
 What a user sees: exact ``Content-Length`` (= ``/api/plan``'s size), entries with the
@@ -39,18 +39,19 @@ pytestmark = pytest.mark.timeout(120)
 
 REPO = Path(__file__).resolve().parents[2]
 MTIME = 1709642096  # 2024-03-05T12:34:56Z
-OLD_RELEASE = "main"
+# The last commit of release 0.1 (before the agents had features): main has moved on.
+OLD_RELEASE = "ca4fe12"
 
 
 @pytest.fixture(scope="module")
 def old_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The agent of the previous release: ``agent`` and ``common`` of the main branch."""
+    """The agent of the previous release: ``agent`` and ``common`` at `OLD_RELEASE`."""
     tree = tmp_path_factory.mktemp("old-release")
     archive = subprocess.run(["git", "-C", str(REPO), "archive", OLD_RELEASE, "agent", "common"],
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     health = (tree / "agent" / "health.py").read_text()
-    assert "features" not in health, "main's agent already has features: not an old agent"
+    assert "features" not in health, "the old release already has features: not an old agent"
     return tree
 
 
