@@ -207,7 +207,7 @@ def test_parse_range_bounds_and_text() -> None:
     (Range(10.0, math.inf), "10:"),
     (Range(5.0, 10.0), "5:10"),
     (Range(-math.inf, 3.0), "~:3"),
-    (Range(0.0, math.inf), ""),
+    (Range(0.0, math.inf), "0:"),  # as given: an empty field would mean no threshold
     (Range(1.5, 2.25, inside=True), "@1.5:2.25"),
     (Range(0.0, 0.000001), "0.000001"),
 ])

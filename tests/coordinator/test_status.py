@@ -101,11 +101,13 @@ def test_skipped_and_failed_nodes_without_files_keep_their_state() -> None:
         ("s", "skipped", "no matching files"), ("f", "failed", "connection refused")]
 
 
-def test_files_done_counts_hashed_and_left_out_files() -> None:
+def test_files_done_counts_the_entries_the_archive_is_past() -> None:
     node = ArchiveStatus.from_plan(plan_of({"n": [1, 2, 3]}), started=0.0, host="h").nodes[0]
     assert node.files_done == 0
-    node.files[0].sha256 = "a" * 64
-    node.files[1].included = False
+    node.files[0].sha256 = "a" * 64  # a hash alone does not finish an entry
+    assert node.files_done == 0
+    node.files[0].done = True
+    node.files[1].included, node.files[1].done = False, True  # left out, and passed
     assert node.files_done == 2
     node.files[0].bytes, node.files[2].bytes = 1, 2
     assert node.bytes == 3
@@ -159,6 +161,7 @@ def test_status_txt_layout() -> None:
     status = ArchiveStatus.from_plan(plan, started=1_700_000_000.0, host="c")
     node = status.nodes[0]
     node.files[0].bytes, node.files[0].sha256, node.files[0].resumed = 123456, "f" * 64, 2
+    node.files[0].done = True
     node.files[1].error = "boom"
     node.duration_s = 2.5
     node.settle()
@@ -188,11 +191,19 @@ def test_status_txt_layout() -> None:
 
 
 def test_sha256sums_lists_hashed_entries_in_sha256sum_format() -> None:
-    status = ArchiveStatus.from_plan(plan_of({"n1": [1, 2], "n2": [3]}), started=0.0, host="h")
-    status.nodes[0].files[0].sha256 = "a" * 64
-    status.nodes[1].files[0].sha256 = "b" * 64
+    """Complete entries with their hash; an entry that is not a true copy (here n1's f1,
+    never received) with the all-zero hash, so ``sha256sum -c`` flags exactly it; a
+    complete entry whose hash is unknown (n2's f1) is not listed."""
+    status = ArchiveStatus.from_plan(plan_of({"n1": [1, 2], "n2": [3, 4]}), started=0.0,
+                                     host="h")
+    (a, short), (b, unhashed) = status.nodes[0].files, status.nodes[1].files
+    a.bytes, a.sha256 = 1, "a" * 64
+    b.bytes, b.sha256 = 3, "b" * 64
+    unhashed.bytes = 4
+    short.bytes = 1
     assert render_sha256sums(status) == (
-        f"{'a' * 64}  n1/logs/f0.log\n{'b' * 64}  n2/logs/f0.log\n").encode()
+        f"{'a' * 64}  n1/logs/f0.log\n{'0' * 64}  n1/logs/f1.log\n"
+        f"{'b' * 64}  n2/logs/f0.log\n").encode()
 
 
 def test_reservation_is_the_worst_case_and_real_files_pad_to_it() -> None:
