@@ -38,7 +38,8 @@ COVERING_TESTS: dict[str, list[str]] = {
                        "tests/agent/test_units.py"],
     "common/names.py": ["tests/common/test_names.py", "tests/common/test_auth.py"],
     # ranges and conditionals
-    "agent/ranges.py": ["tests/agent/test_ranges_parser.py", "tests/agent/test_units.py"],
+    "agent/ranges.py": ["tests/agent/test_conditionals.py", "tests/agent/test_ranges_parser.py",
+                        "tests/agent/test_units.py"],
     "common/etag.py": ["tests/common/test_etag.py"],
     # selection and planning
     "coordinator/selection.py": ["tests/coordinator/test_selection.py",
