@@ -70,7 +70,8 @@ COVERING_TESTS: dict[str, list[str]] = {
     "coordinator/status.py": ["tests/coordinator/test_status.py"],
     # auth
     "common/auth.py": ["tests/common/test_auth.py"],
-    "coordinator/users.py": ["tests/coordinator/test_service_units.py"],
+    "coordinator/users.py": ["tests/coordinator/test_users_units.py",
+                             "tests/coordinator/test_service_units.py"],
     # the check plugin
     "coordinator/client/check.py": ["tests/cli/test_check_rules.py",
                                     "tests/cli/test_check_http.py"],

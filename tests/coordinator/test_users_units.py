@@ -1,0 +1,223 @@
+"""Who may call the coordinator, without a server: `coordinator.users` in-process.
+
+Basic credentials parsing, the users file, the user store's cache and reload, and
+`ClientAuthenticator` deciding on real Tornado requests. The same rules are checked over HTTP
+in tests/coordinator/test_service_discovery.py and tests/hostile/; these are the fast checks
+`make mutation` runs for every mutant. Hashes use 1,000 iterations (the minimum) to stay fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from pathlib import Path
+
+import pytest
+from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
+
+from common.auth import TokenStore
+from common.errors import TooManyRequests
+from coordinator.users import (
+    CACHE_SIZE,
+    ClientAuthenticator,
+    FailureLimiter,
+    UserStore,
+    basic_credentials,
+    hash_password,
+    read_users,
+    verify_password,
+)
+
+FAST = 1000
+
+
+def basic(name: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+
+
+def request(authorization: str | None = None, address: str | None = "10.0.0.1"
+            ) -> HTTPServerRequest:
+    headers = HTTPHeaders({"Host": "127.0.0.1"})
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    made = HTTPServerRequest(start_line=RequestStartLine("GET", "/api/plan", "HTTP/1.1"),
+                             headers=headers)
+    made.remote_ip = address  # type: ignore[assignment]
+    return made
+
+
+def users_file(tmp_path: Path, **users: str) -> Path:
+    path = tmp_path / "users"
+    path.write_text("".join(f"{name}:{hash_password(pw, iterations=FAST)}\n"
+                            for name, pw in users.items()))
+    return path
+
+
+def test_basic_credentials_parse_only_a_valid_basic_header() -> None:
+    assert basic_credentials(basic("alice", "pa:ss")) == ("alice", "pa:ss")
+    assert basic_credentials("basic " + base64.b64encode(b"a:b").decode()) == ("a", "b")
+    assert basic_credentials(" Basic YTpi") is None  # the scheme comes first
+    assert basic_credentials("Basic  YTpi ") == ("a", "b")  # spaces around the value
+    assert basic_credentials(None) is None and basic_credentials("") is None
+    assert basic_credentials("Bearer YTpi") is None
+    assert basic_credentials("Basic YTpi!") is None  # not base64
+    assert basic_credentials("Basic " + base64.b64encode(b"\xff:x").decode()) is None
+    assert basic_credentials("Basic " + base64.b64encode(b"nocolon").decode()) is None
+
+
+def test_verify_password_and_bad_hashes() -> None:
+    encoded = hash_password("right", iterations=FAST, salt=b"s" * 16)
+    assert encoded.startswith(f"pbkdf2_sha256${FAST}${(b's' * 16).hex()}$")
+    assert verify_password("right", encoded) and not verify_password("wrong", encoded)
+    # the iteration count is part of the hash: the same salt and digest at 1000 do not match
+    more = hash_password("right", iterations=FAST + 1, salt=b"s" * 16)
+    assert not verify_password("right", more.replace(f"${FAST + 1}$", f"${FAST}$"))
+    for bad in ("md5$1000$aa$" + "00" * 32, f"pbkdf2_sha256$999$aa${'00' * 32}",
+                f"pbkdf2_sha256$1000$$${'00' * 32}", "pbkdf2_sha256$1000$aa$00",
+                "pbkdf2_sha256$x$aa$00", "pbkdf2_sha256$1000$aa"):
+        with pytest.raises(ValueError):
+            verify_password("x", bad)
+
+
+def test_users_file_skips_comments_and_blank_lines_and_names_a_bad_line(tmp_path: Path) -> None:
+    line = f"alice:{hash_password('a', iterations=FAST)}"
+    (tmp_path / "users").write_text(f"# who\n\n  {line}  \n")
+    assert read_users(tmp_path / "users") == {"alice": line.split(":", 1)[1]}
+    (tmp_path / "users").write_text(f"{line}\n:{line.split(':', 1)[1]}\n")
+    with pytest.raises(ValueError, match=r"^line 2: expected name:"):
+        read_users(tmp_path / "users")
+    (tmp_path / "users").write_text("# nobody\n")
+    with pytest.raises(ValueError, match="no user"):
+        read_users(tmp_path / "users")
+
+
+def test_store_caches_a_verified_pair_until_reload(tmp_path: Path) -> None:
+    store = UserStore.open(str(users_file(tmp_path, alice="right")))
+    assert store.enabled and not UserStore.open(None).enabled
+    assert not store.cached("alice", "right")
+    assert asyncio.run(store.check("alice", "right"))
+    assert store.cached("alice", "right") and not store.cached("alice", "wrong")
+    users_file(tmp_path, alice="new")
+    assert store.reload()
+    assert not store.cached("alice", "right")  # the cache is emptied on reload
+    assert not asyncio.run(store.check("alice", "right"))
+    assert asyncio.run(store.check("alice", "new"))
+
+
+def test_store_cache_keeps_the_most_recently_used_pairs() -> None:
+    store = UserStore("users", {"alice": hash_password("0", iterations=FAST)})
+
+    async def fill() -> None:
+        for i in range(CACHE_SIZE + 1):  # every one verified, then cached
+            store.users = {"alice": hash_password(str(i), iterations=FAST)}
+            assert await store.check("alice", str(i))
+
+    asyncio.run(fill())
+    assert len(store._verified) == CACHE_SIZE
+
+
+def test_failed_reload_keeps_the_users_and_says_why(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    path = users_file(tmp_path, alice="right")
+    store = UserStore.open(str(path))
+    path.write_text("alice:plaintext\n")
+    with caplog.at_level(logging.ERROR, logger="coordinator.users"):
+        assert not store.reload()
+    assert "alice" in store.users and f"{path}: line 1" in caplog.text
+    assert UserStore.open(None).reload()
+
+
+def authenticator(tmp_path: Path, *, tokens: bool = False, users: bool = True,
+                  limiter: FailureLimiter | None = None) -> ClientAuthenticator:
+    token_store = TokenStore("tokens", ("s3cret-token",)) if tokens else TokenStore(None)
+    user_store = (UserStore.open(str(users_file(tmp_path, alice="right"))) if users
+                  else UserStore(None))
+    return ClientAuthenticator(token_store, user_store, limiter)
+
+
+def test_no_auth_configured_is_anonymous_by_address(tmp_path: Path) -> None:
+    auth = authenticator(tmp_path, users=False)
+    assert not auth.enabled and auth.challenge == 'Bearer realm="fleetzip"'
+    caller = asyncio.run(auth.authenticate(request(basic("alice", "x"))))
+    assert caller is not None and (caller.name, caller.key) == ("anonymous", "address:10.0.0.1")
+    caller = asyncio.run(auth.authenticate(request(address=None)))
+    assert caller is not None and caller.key == "address:unknown"
+
+
+def test_challenge_lists_basic_first_then_bearer(tmp_path: Path) -> None:
+    assert authenticator(tmp_path).challenge == 'Basic realm="fleetzip", charset="UTF-8"'
+    assert authenticator(tmp_path, tokens=True).challenge == (
+        'Basic realm="fleetzip", charset="UTF-8", Bearer realm="fleetzip"')
+    assert authenticator(tmp_path, tokens=True, users=False).challenge == (
+        'Bearer realm="fleetzip"')
+
+
+def test_basic_user_and_token_callers(tmp_path: Path) -> None:
+    auth = authenticator(tmp_path, tokens=True)
+    assert auth.enabled
+
+    async def callers() -> list[tuple[str, str] | None]:
+        found = []
+        for header in (basic("alice", "right"), basic("alice", "right"), "Bearer s3cret-token",
+                       "Bearer other", basic("alice", "wrong"), basic("bob", "right"), None):
+            caller = await auth.authenticate(request(header))
+            found.append(None if caller is None else (caller.name, caller.key))
+        return found
+
+    found = asyncio.run(callers())
+    assert found[:2] == [("alice", "user:alice")] * 2  # the 2nd from the cache
+    assert found[2] is not None and found[2][0] == "token"
+    key = found[2][1]
+    assert key.startswith("token:") and len(key) == 22 and "s3cret" not in key
+    assert found[3:] == [None, None, None, None]
+
+
+def test_basic_is_not_accepted_when_only_tokens_are_configured(tmp_path: Path) -> None:
+    auth = authenticator(tmp_path, tokens=True, users=False)
+    assert asyncio.run(auth.authenticate(request(basic("alice", "right")))) is None
+
+
+def test_wrong_passwords_are_limited_per_address_but_a_known_pair_passes(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    auth = authenticator(tmp_path, limiter=FailureLimiter(limit=2, window=60))
+
+    async def run() -> None:
+        assert await auth.authenticate(request(basic("alice", "right"))) is not None
+        with caplog.at_level(logging.INFO, logger="coordinator.users"):
+            for _ in range(2):
+                assert await auth.authenticate(request(basic("alice", "wrong"))) is None
+        with pytest.raises(TooManyRequests):
+            await auth.authenticate(request(basic("alice", "wrong")))
+        with pytest.raises(TooManyRequests):
+            await auth.authenticate(request(basic("alice", "never-verified")))
+        # verified before: no hashing, so not limited
+        assert await auth.authenticate(request(basic("alice", "right"))) is not None
+        # another address is not limited
+        assert await auth.authenticate(request(basic("alice", "wrong"), "10.0.0.2")) is None
+
+    asyncio.run(run())
+    assert "wrong password for 'alice' from 10.0.0.1" in caplog.text
+
+
+def test_limiter_bounds_pending_checks_and_tracked_addresses() -> None:
+    now = [0.0]
+    limiter = FailureLimiter(limit=5, window=60, addresses=2, pending=2, clock=lambda: now[0])
+    with limiter.checking("a"), limiter.checking("b"), \
+            pytest.raises(TooManyRequests, match="in progress"):
+        limiter.admit("c")
+    limiter.admit("c")  # the pending checks ended
+    for address in ("a", "a", "a", "a", "a", "b", "c"):  # 'a' is dropped: least recent
+        limiter.failed(address)
+    limiter.admit("a")
+    now[0] = 59.0
+    for _ in range(5):
+        limiter.failed("b")  # 6 failures of b within the window
+    with pytest.raises(TooManyRequests) as refused:
+        limiter.admit("b")
+    assert refused.value.headers["Retry-After"] == "1"  # its oldest failure expires at 60
+    now[0] = 60.0  # a failure exactly one window old has expired
+    with pytest.raises(TooManyRequests):
+        limiter.admit("b")  # still 5 within the window
+    now[0] = 120.0
+    limiter.admit("b")
