@@ -221,3 +221,55 @@ def test_limiter_bounds_pending_checks_and_tracked_addresses() -> None:
         limiter.admit("b")  # still 5 within the window
     now[0] = 120.0
     limiter.admit("b")
+
+
+def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+             argv: list[str], stdin: str) -> tuple[int, str, str]:
+    import io
+
+    from coordinator.users import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_users_command_prints_a_line_that_verifies(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(monkeypatch, capsys, ["bob", "--iterations", "1000"],
+                              "hunter2\r\nignored\n")
+    assert (code, err) == (0, "")
+    name, _, encoded = out.rstrip("\n").partition(":")
+    assert name == "bob" and out.endswith("\n") and out.count("\n") == 1
+    assert encoded.split("$")[:2] == ["pbkdf2_sha256", "1000"]
+    assert verify_password("hunter2", encoded)  # only the first line, without its CR LF
+
+
+def test_users_command_default_iterations(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("coordinator.users.DEFAULT_ITERATIONS", 1001)
+    from coordinator import users
+
+    monkeypatch.setattr(users, "hash_password",
+                        lambda password, iterations: f"{password}|{iterations}")
+    code, out, _ = run_main(monkeypatch, capsys, ["bob"], "pw\n")
+    assert code == 0 and out == "bob:pw|1001\n"  # the default is DEFAULT_ITERATIONS
+
+
+@pytest.mark.parametrize(("argv", "stdin", "message"), [
+    (["a:b"], "pw\n", "the name must be non-empty and hold no ':'"),
+    ([" "], "pw\n", "the name must be non-empty and hold no ':'"),
+    (["bob", "--iterations", "999"], "pw\n", "--iterations must be at least 1000"),
+    (["bob", "--iterations", "1000"], "\n", "empty password"),
+    (["bob", "--iterations", "1000"], "", "empty password"),
+])
+def test_users_command_refuses_bad_input_with_exit_2(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        argv: list[str], stdin: str, message: str) -> None:
+    code, out, err = run_main(monkeypatch, capsys, argv, stdin)
+    assert code == 2 and out == ""
+    assert err.startswith("usage: python -m coordinator.users") and f"error: {message}" in err
