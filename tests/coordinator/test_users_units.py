@@ -273,3 +273,160 @@ def test_users_command_refuses_bad_input_with_exit_2(
     code, out, err = run_main(monkeypatch, capsys, argv, stdin)
     assert code == 2 and out == ""
     assert err.startswith("usage: python -m coordinator.users") and f"error: {message}" in err
+
+
+def test_hash_format_and_exact_refusals() -> None:
+    encoded = hash_password("x", iterations=FAST)
+    assert len(bytes.fromhex(encoded.split("$")[2])) == 16  # a 16-byte random salt
+    cases = [("md5$1000$aa$00", r"^expected pbkdf2_sha256\$<iterations>\$<salt>\$<hash>$"),
+             ("pbkdf2_sha256$x$aa$00", "^iterations must be a number, salt and hash hexadecimal$"),
+             ("pbkdf2_sha256$999$aa$" + "00" * 32,
+              "^need at least 1000 iterations, a salt and a 32-byte hash$")]
+    for bad, message in cases:
+        with pytest.raises(ValueError, match=message):
+            verify_password("x", bad)
+
+
+def test_users_file_name_is_before_the_first_colon(tmp_path: Path) -> None:
+    (tmp_path / "users").write_text(f"a:b:{hash_password('x', iterations=FAST)}\n")
+    with pytest.raises(ValueError, match=r"^line 1: "):
+        read_users(tmp_path / "users")
+    (tmp_path / "users").write_text("\n")
+    with pytest.raises(ValueError, match=r"^no user in the file$"):
+        read_users(tmp_path / "users")
+
+
+class CountingExecutor:
+    """Runs the hashing inline and counts it; *before* runs first (a reload racing)."""
+
+    def __init__(self, before: object = None) -> None:
+        self.calls = 0
+        self.before = before
+
+    def submit(self, fn, *args):  # type: ignore[no-untyped-def]
+        import concurrent.futures
+
+        self.calls += 1
+        if callable(self.before):
+            self.before()
+        future: concurrent.futures.Future[object] = concurrent.futures.Future()
+        future.set_result(fn(*args))
+        return future
+
+
+def test_hashing_runs_in_the_given_executor_and_a_racing_change_is_not_cached(
+        tmp_path: Path) -> None:
+    executor = CountingExecutor()
+    store = UserStore.open(str(users_file(tmp_path, alice="right")), executor)  # type: ignore[arg-type]
+    assert asyncio.run(store.check("alice", "right")) and executor.calls == 1
+    # the users changed while the hash was being checked: not accepted, not remembered
+    executor.before = lambda: setattr(store, "users", {"alice": hash_password(
+        "right", iterations=FAST)})
+    assert not asyncio.run(store.check("bob", "right"))
+    store._verified.clear()
+    assert not asyncio.run(store.check("alice", "right"))
+    assert not store.cached("alice", "right")
+
+
+def test_cache_is_tied_to_the_users_hash() -> None:
+    store = UserStore("users", {"alice": hash_password("right", iterations=FAST)})
+    assert asyncio.run(store.check("alice", "right"))
+    store.users = {"alice": hash_password("right", iterations=FAST)}  # a new hash, same password
+    assert not store.cached("alice", "right")
+
+
+def test_cache_drops_the_least_recently_used_pair() -> None:
+    names = [f"u{i}" for i in range(CACHE_SIZE + 1)]
+    store = UserStore("users", {n: hash_password("pw", iterations=FAST) for n in names})
+
+    async def fill() -> None:
+        for name in names[:-1]:
+            assert await store.check(name, "pw")
+        assert store.cached(names[0], "pw")  # used again: now the most recent
+        assert await store.check(names[-1], "pw")
+
+    asyncio.run(fill())
+    assert store.cached(names[0], "pw") and store.cached(names[-1], "pw")
+    assert not store.cached(names[1], "pw")
+
+
+def test_reload_logs_exactly_and_keeps_checking_unknown_users(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = users_file(tmp_path, alice="right")
+    store = UserStore.open(str(path))
+    with caplog.at_level(logging.INFO, logger="coordinator.users"):
+        assert store.reload()
+        path.write_text("alice:plaintext\n")
+        assert not store.reload()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"reloaded 1 user(s) from {path}",
+        f"users reload failed, keeping the previous users: {path}: line 1: expected "
+        "pbkdf2_sha256$<iterations>$<salt>$<hash>"]
+    assert not asyncio.run(store.check("mallory", "right"))
+
+
+def test_limiter_window_edge_and_pending_only_retry_after() -> None:
+    now = [0.0]
+    limiter = FailureLimiter(limit=2, window=60, clock=lambda: now[0])
+    with limiter.checking("a"), limiter.checking("a"), \
+            pytest.raises(TooManyRequests) as refused:
+        limiter.admit("a")  # no failure yet, two checks running
+    assert refused.value.headers["Retry-After"] == "1"
+    assert str(refused.value) == "too many wrong passwords from a: at most 2 in 60s; retry later"
+    limiter.failed("a")
+    now[0] = 30.0
+    limiter.failed("a")
+    now[0] = 60.0  # the first failure is exactly one window old: expired
+    limiter.admit("a")
+    with pytest.raises(TooManyRequests) as refused:
+        FailureLimiter(pending=0).admit("b")
+    assert str(refused.value) == "too many password checks in progress; retry later"
+
+
+def test_bearer_is_not_a_token_when_only_users_are_configured(tmp_path: Path) -> None:
+    auth = authenticator(tmp_path)
+    assert asyncio.run(auth.authenticate(request("Bearer anything"))) is None
+
+
+def test_basic_on_a_tokens_only_coordinator_is_not_counted_as_a_failure(tmp_path: Path) -> None:
+    auth = authenticator(tmp_path, tokens=True, users=False,
+                         limiter=FailureLimiter(limit=1, window=60))
+
+    async def run() -> None:
+        for _ in range(2):
+            assert await auth.authenticate(request(basic("alice", "x"))) is None
+
+    asyncio.run(run())
+
+
+def test_each_token_has_its_own_key(tmp_path: Path) -> None:
+    auth = ClientAuthenticator(TokenStore("tokens", ("token-one", "token-two")), UserStore(None))
+
+    async def keys() -> set[str]:
+        found = set()
+        for token in ("token-one", "token-two"):
+            caller = await auth.authenticate(request(f"Bearer {token}"))
+            assert caller is not None
+            found.add(caller.key)
+        return found
+
+    assert len(asyncio.run(keys())) == 2
+
+
+def test_wrong_password_log_cuts_long_names(tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    auth = authenticator(tmp_path)
+    with caplog.at_level(logging.INFO, logger="coordinator.users"):
+        assert asyncio.run(auth.authenticate(request(basic("n" * 100, "x")))) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"wrong password for {'n' * 64!r} from 10.0.0.1"]
+
+
+def test_authenticator_reload_fails_when_either_store_fails(tmp_path: Path) -> None:
+    path = users_file(tmp_path, alice="right")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("tok\n")
+    auth = ClientAuthenticator(TokenStore.open(str(tokens)), UserStore.open(str(path)))
+    assert auth.reload()
+    path.write_text("bad\n")
+    assert not auth.reload()
