@@ -47,7 +47,8 @@ COVERING_TESTS: dict[str, list[str]] = {
     "coordinator/planner.py": ["tests/coordinator/test_service_units.py",
                                "tests/coordinator/test_hostile_listing.py"],
     # listing validation (untrusted agent answers)
-    "coordinator/listing.py": ["tests/coordinator/test_service_units.py",
+    "coordinator/listing.py": ["tests/coordinator/test_listing_units.py",
+                               "tests/coordinator/test_service_units.py",
                                "tests/coordinator/test_hostile_listing.py"],
     # globs (agent walk filters)
     "common/globs.py": ["tests/common/test_globs.py", "tests/agent/test_units.py"],
