@@ -128,3 +128,15 @@ def test_hostile_globs_still_answer_correctly() -> None:
 def test_recursive() -> None:
     assert not compile_glob("*.log").recursive
     assert compile_glob("**").recursive and compile_glob("d/*.log").recursive
+
+
+@pytest.mark.parametrize(("pattern", "yes", "no"), [
+    ("[a-]x", ["ax", "-x"], ["bx"]),  # a '-' last in a class is a member
+    ("[a-a]x", ["ax"], ["bx"]),  # a one-character range is valid
+    ("[a-cx]", ["a", "b", "c", "x"], ["d"]),  # a member after a range
+    ("[0a-c-e]", ["0", "b", "-", "e"], ["d"]),  # '-' after a range is a member, not a range
+])
+def test_class_ranges_and_members(pattern: str, yes: list[str], no: list[str]) -> None:
+    glob = compile_glob(pattern)
+    assert [name for name in yes if not glob.match(name)] == []
+    assert [name for name in no if glob.match(name)] == []
