@@ -132,8 +132,8 @@ def mutmut(workdir: Path, *args: str) -> str:
                           check=False).stdout
 
 
-def mutmut_run(workdir: Path, module: str, children: int, budget: float) -> bool:
-    """``mutmut run`` in its own process group; False when stopped at *budget* seconds."""
+def mutmut_run(workdir: Path, module: str, children: int, budget: float) -> int | None:
+    """``mutmut run`` in its own process group: its exit code, None when stopped at *budget*."""
     names = [f"{slug(module)}.x_{function}__mutmut_*"
              for function in ONLY_FUNCTIONS.get(module, [])]
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *names]
@@ -141,17 +141,34 @@ def mutmut_run(workdir: Path, module: str, children: int, budget: float) -> bool
         process = subprocess.Popen(command, cwd=workdir, env=ENV, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            process.wait(timeout=budget)
-            return True
+            return process.wait(timeout=budget)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGTERM)  # mutmut and the mutant it runs
             process.wait(30)
-            return False
+            return None
+
+
+class RunFailed(Exception):
+    """mutmut did not judge the module: no figure may be printed for it."""
+
+
+def log_tail(workdir: Path, lines: int = 15) -> str:
+    try:
+        text = (workdir / "run.log").read_text(errors="replace")
+    except OSError:
+        return "(no run.log)"
+    # mutmut redraws its progress line with carriage returns: keep the last state of each line
+    kept = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+    return "\n".join(line for line in kept[-lines:])
 
 
 def counts(workdir: Path) -> dict[str, int]:
+    """mutmut's saved results (``export-cicd-stats``); RunFailed when there are none."""
     mutmut(workdir, "export-cicd-stats")  # written from the results saved so far
-    stats = json.loads((workdir / "mutants" / "mutmut-cicd-stats.json").read_text())
+    try:
+        stats = json.loads((workdir / "mutants" / "mutmut-cicd-stats.json").read_text())
+    except (OSError, ValueError) as error:
+        raise RunFailed(f"no results to export ({error})") from None
     return {k: int(v) for k, v in stats.items() if isinstance(v, int)}
 
 
@@ -162,20 +179,33 @@ def survivors(workdir: Path) -> list[str]:
 
 
 def run_module(module: str, budget: float, children: int) -> str:
+    """The module's figure line; RunFailed when mutmut failed or judged no mutant.
+
+    A failed run (mutmut exits non-zero: the clean test run or the stats collection failed,
+    no test covers the module...) leaves empty or partial results that would read as
+    ``killed 0/0``: it is reported as a failure with the end of mutmut's log, never as a figure.
+    """
     workdir = BUILD / slug(module)
     prepare(module, workdir)
     started = time.monotonic()
-    if mutmut_run(workdir, module, children, budget):
+    code = mutmut_run(workdir, module, children, budget)
+    elapsed = time.monotonic() - started
+    if code is None:
+        finished = f"STOPPED at the {budget:g} s budget: figures are partial"
+    elif code == 0:
         finished = "complete"
     else:
-        finished = f"STOPPED at the {budget:g} s budget: figures are partial"
-    elapsed = time.monotonic() - started
+        raise RunFailed(f"mutmut run exited {code} after {elapsed:.0f} s; the end of "
+                        f"{workdir / 'run.log'}:\n{log_tail(workdir)}")
     stats = counts(workdir)
     killed = stats.get("killed", 0) + stats.get("timeout", 0) + stats.get("segfault", 0)
     missed = stats.get("survived", 0) + stats.get("no_tests", 0) + stats.get("suspicious", 0)
     judged = killed + missed
+    if not judged:
+        raise RunFailed(f"no mutant judged after {elapsed:.0f} s ({finished}); the end of "
+                        f"{workdir / 'run.log'}:\n{log_tail(workdir)}")
     unchecked = stats.get("total", 0) - judged - stats.get("skipped", 0)
-    rate = f"{100 * killed / judged:.1f}%" if judged else "n/a"
+    rate = f"{100 * killed / judged:.1f}%"
     line = (f"{module}: killed {killed}/{judged} = {rate} "
             f"(survived {stats.get('survived', 0)}, no tests {stats.get('no_tests', 0)}, "
             f"suspicious {stats.get('suspicious', 0)}, not checked {unchecked}; "
@@ -199,12 +229,23 @@ def main() -> int:
         parser.error(f"no covering tests known for {', '.join(unknown)}; "
                      f"known: {', '.join(COVERING_TESTS)}")
     BUILD.mkdir(parents=True, exist_ok=True)
+    failed = []
     for module in modules:
-        line = run_module(module, args.budget, args.max_children)
-        print(line, flush=True)
+        try:
+            line = run_module(module, args.budget, args.max_children)
+        except RunFailed as error:
+            failed.append(module)
+            line = f"{module}: FAILED, no figure: {error}"
+            print(line, file=sys.stderr, flush=True)
+            line = line.splitlines()[0]
+        else:
+            print(line, flush=True)
         with (BUILD / "summary.txt").open("a") as summary:  # kept even if a later one is cut
             stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             summary.write(f"{stamp}  {line}\n")
+    if failed:
+        print(f"mutation run FAILED for {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
