@@ -64,7 +64,8 @@ COVERING_TESTS: dict[str, list[str]] = {
             "test_unwritable_promises_are_refused",
             "test_forcing_bytes_make_the_promised_crc",
             "test_writer_never_holds_entry_data")]
-    + ["tests/coordinator/test_zipwriter_fields.py"],
+    + ["tests/coordinator/test_zipwriter_fields.py",
+       "tests/coordinator/test_zipwriter_records.py"],
     "coordinator/archive.py": ["tests/coordinator/test_archive.py"],
     # status rendering
     # (tests/coordinator/test_archive.py renders them too, but runs unzip and 7z: too slow
