@@ -179,6 +179,31 @@ def survivors(workdir: Path) -> list[str]:
             if line.strip().endswith(("survived", "no tests"))]
 
 
+# ``mutmut show`` of many mutants in one process (one ``mutmut show`` each takes seconds to
+# start on a loaded machine: minutes for a module with a hundred survivors)
+SHOW = """\
+import sys
+from mutmut import __main__ as mutmut
+for name in sys.argv[1:]:
+    print("---", name, flush=True)
+    mutmut.show.callback(name)
+    print(flush=True)
+"""
+
+
+def shows(workdir: Path, names: list[str]) -> str:
+    """The diff of each mutant in *names*, as ``mutmut show`` prints it."""
+    if not names:
+        return ""
+    done = subprocess.run([sys.executable, "-c", SHOW, *names], cwd=workdir, env=ENV,
+                          capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return done.stdout
+    # mutmut's internals changed: one ``mutmut show`` per mutant
+    return "".join(f"--- {name}\n{mutmut(workdir, 'show', name).rstrip()}\n\n"
+                   for name in names)
+
+
 def run_module(module: str, budget: float, children: int) -> str:
     """The module's figure line; RunFailed when mutmut failed or judged no mutant.
 
@@ -211,10 +236,7 @@ def run_module(module: str, budget: float, children: int) -> str:
             f"(survived {stats.get('survived', 0)}, no tests {stats.get('no_tests', 0)}, "
             f"suspicious {stats.get('suspicious', 0)}, not checked {unchecked}; "
             f"{elapsed:.0f} s, {finished})")
-    report = [line, ""]
-    for name in survivors(workdir):
-        report += [f"--- {name}", mutmut(workdir, "show", name).rstrip(), ""]
-    (workdir / "report.txt").write_text("\n".join(report) + "\n")
+    (workdir / "report.txt").write_text(f"{line}\n\n{shows(workdir, survivors(workdir))}")
     return line
 
 
