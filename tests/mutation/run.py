@@ -44,7 +44,8 @@ COVERING_TESTS: dict[str, list[str]] = {
     # selection and planning
     "coordinator/selection.py": ["tests/coordinator/test_selection.py",
                                  "tests/coordinator/test_service_units.py"],
-    "coordinator/planner.py": ["tests/coordinator/test_service_units.py",
+    "coordinator/planner.py": ["tests/coordinator/test_planner_units.py",
+                               "tests/coordinator/test_service_units.py",
                                "tests/coordinator/test_hostile_listing.py"],
     # listing validation (untrusted agent answers)
     "coordinator/listing.py": ["tests/coordinator/test_listing_units.py",
