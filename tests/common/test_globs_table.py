@@ -24,8 +24,12 @@ from tests.common.test_globs import reference
 
 ELEMENTS = ["a", "b", ".", "*", "?", "[ab]", "[!a]", "[^b]", "[a-b]", "[]a]", "[a-]", "]"]
 SEGMENTS = ["".join(p) for n in (1, 2) for p in itertools.product(ELEMENTS, repeat=n)]
+SEGMENTS += ["".join(p) for p in itertools.product(["a", "b", "*", "?", "[!a]"], repeat=3)]
+SEGMENTS += ["".join(p) for n in (4, 5)  # two middle pieces: "*a*b*"
+             for p in itertools.product(["a", "b", "*"], repeat=n)]
 SEGMENTS = [s for s in SEGMENTS if "**" not in s and s not in (".", "..")]
-NAMES = ["a", "b", "ab", "ba", "aa", "bb", "aab", "abb", ".a", "a.", "]", "-", "a]b", "^"]
+NAMES = ["a", "b", "ab", "ba", "aa", "bb", "aab", "abb", ".a", "a.", "]", "-", "a]b", "^",
+         "abab", "abba", "baab", "aaba", "bbab", "ababa", "abbba"]
 PATHS = [*NAMES, "a/b", "b/a", "ab/a", "a/a/a", "a/b/ab", ".a/b", "a/]"]
 
 
@@ -114,6 +118,7 @@ def test_a_negated_class_never_matches_a_slash_and_classes_take_any_character() 
 def test_stars_in_a_segment_take_the_leftmost_place() -> None:
     glob = compile_glob("*ab*ab*")
     assert glob.match("abab") and glob.match("xabyabz") and not glob.match("aba")
+    assert not glob.match("abxa")  # the second "ab" may not overlap the first
     assert compile_glob("a*b").match("ab") and not compile_glob("a*b").match("a")
     assert compile_glob("a*a").match("aa") and not compile_glob("a*a").match("a")
     assert compile_glob("*a*b*c*").match("abc") and not compile_glob("*a*b*c*").match("acb")
