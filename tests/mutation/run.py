@@ -81,6 +81,7 @@ COVERING_TESTS: dict[str, list[str]] = {
     # auth
     "common/auth.py": ["tests/common/test_auth.py"],
     "coordinator/users.py": ["tests/coordinator/test_users_units.py",
+                             "tests/coordinator/test_users_command.py",
                              "tests/coordinator/test_service_units.py"],
     # the check plugin
     "coordinator/client/check.py": ["tests/cli/test_check_rules.py",
