@@ -29,7 +29,7 @@ SEGMENTS += ["".join(p) for n in (4, 5)  # two middle pieces: "*a*b*"
              for p in itertools.product(["a", "b", "*"], repeat=n)]
 SEGMENTS = [s for s in SEGMENTS if "**" not in s and s not in (".", "..")]
 NAMES = ["a", "b", "ab", "ba", "aa", "bb", "aab", "abb", ".a", "a.", "]", "-", "a]b", "^",
-         "abab", "abba", "baab", "aaba", "bbab", "ababa", "abbba"]
+         "abab", "abba", "baab", "aaba", "bbab", "ababa", "abbba", "X", "aX"]
 PATHS = [*NAMES, "a/b", "b/a", "ab/a", "a/a/a", "a/b/ab", ".a/b", "a/]"]
 
 
