@@ -73,7 +73,8 @@ COVERING_TESTS: dict[str, list[str]] = {
             "test_writer_never_holds_entry_data")]
     + ["tests/coordinator/test_zipwriter_fields.py",
        "tests/coordinator/test_zipwriter_records.py"],
-    "coordinator/archive.py": ["tests/coordinator/test_archive.py"],
+    "coordinator/archive.py": ["tests/coordinator/test_archive_plan.py",
+                               "tests/coordinator/test_archive.py"],
     # status rendering
     # (tests/coordinator/test_archive.py renders them too, but runs unzip and 7z: too slow
     # to repeat for every mutant)
