@@ -24,7 +24,7 @@ from common.errors import BadRequest, NotFound, PayloadTooLarge
 from coordinator.agentapi import AgentApi
 from coordinator.config import CoordinatorConfig, DownloadConfig, HealthConfig, StaticAgent
 from coordinator.discovery import Registry
-from coordinator.listing import MAX_TOTAL_BYTES
+from coordinator.listing import MAX_TOTAL_BYTES, checked_entries
 from coordinator.model import AgentRef, NodePlan, Plan, PlannedFile, Selection, SkippedNode
 from coordinator.planner import Planner, plan_to_json, within_total
 from tests.support import free_port
@@ -170,10 +170,9 @@ def test_each_agent_answer_becomes_a_node_or_a_recorded_skip(agents: Agents) -> 
                                              "no matching files")
     liar = skipped["f-liar"]
     assert liar.state == "skipped" and liar.url == f"{url}/f-liar"
-    prefix = "no matching files; listed entries refused: "
-    assert liar.error.startswith(prefix)
-    first, second = liar.error.removeprefix(prefix).split("; ")  # each refusal, "; " between
-    assert "'../etc/passwd'" in first and "'/abs'" in second
+    _, refusals = checked_entries(agents.answers["f-liar"][1], None)  # listing.py's words
+    assert len(refusals) == 2 and "'../etc/passwd'" in refusals[0] and "'/abs'" in refusals[1]
+    assert liar.error == "no matching files; listed entries refused: " + "; ".join(refusals)
     bad = skipped["g-badjson"]
     assert bad.state == "skipped" and bad.error.startswith("no matching files")
 
