@@ -78,7 +78,8 @@ COVERING_TESTS: dict[str, list[str]] = {
     # status rendering
     # (tests/coordinator/test_archive.py renders them too, but runs unzip and 7z: too slow
     # to repeat for every mutant)
-    "coordinator/status.py": ["tests/coordinator/test_status.py"],
+    "coordinator/status.py": ["tests/coordinator/test_status.py",
+                              "tests/coordinator/test_status_rejected.py"],
     # auth
     "common/auth.py": ["tests/common/test_auth.py"],
     "coordinator/users.py": ["tests/coordinator/test_users_units.py",
