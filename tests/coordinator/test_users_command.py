@@ -4,10 +4,14 @@ with a prompt naming the user, and ``--help`` says what the command does."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+from pathlib import Path
 
 import pytest
 
+from common.auth import TokenStore
+from common.errors import TooManyRequests
 from coordinator.users import main, verify_password
 
 
@@ -66,3 +70,30 @@ def test_help_says_what_the_command_does(monkeypatch: pytest.MonkeyPatch,
     assert "Make a users_file line; reads the password from stdin." in lines
     (name,) = [line for line in lines if line.startswith("name ")]
     assert name.split(None, 1) == ["name", "user name (no ':')"]
+
+
+def test_wrong_passwords_checked_at_once_from_one_address_stop_at_the_limit(
+        tmp_path: Path) -> None:
+    """Checks still running count against their address: limit + 2 wrong passwords sent at
+    once from one address get `limit` checks, the others 429 at once; another address is
+    not affected."""
+    from coordinator.users import ClientAuthenticator, FailureLimiter, UserStore
+    from tests.coordinator.test_users_units import basic, request, users_file
+
+    limiter = FailureLimiter(limit=3)
+    auth = ClientAuthenticator(TokenStore(None),
+                               UserStore.open(str(users_file(tmp_path, alice="right"))),
+                               limiter)
+
+    async def attempt(address: str) -> str:
+        try:
+            caller = await auth.authenticate(request(basic("alice", "wrong"), address))
+        except TooManyRequests:
+            return "429"
+        return "checked" if caller is None else "passed"
+
+    async def burst() -> list[str]:
+        return list(await asyncio.gather(*(attempt("10.0.0.1") for _ in range(5)),
+                                         attempt("10.0.0.2")))
+
+    assert asyncio.run(burst()) == ["checked"] * 3 + ["429"] * 2 + ["checked"]
