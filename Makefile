@@ -37,6 +37,8 @@ $(MUTATION_STAMP): pyproject.toml | $(PY)
 #   make mutation                               every module of tests/mutation/run.py
 #   make mutation MODULES="agent/ranges.py"     only these (paths relative to the repository)
 #   MUTATION_ARGS="--budget 600 --max-children 2"
+#   MUTATION_ARGS="--resume --budget 600"      go on with a run stopped at its budget
+# A failed run (mutmut's clean test run or stats collection failed) prints FAILED, exit 1.
 # Figures: build/mutation/summary.txt; survivors with diffs: build/mutation/<module>/report.txt
 mutation: $(MUTATION_STAMP)
 	$(PY) -m tests.mutation.run $(MODULES) $(MUTATION_ARGS)
