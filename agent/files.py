@@ -24,12 +24,13 @@ import email.utils
 import logging
 import os
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Protocol, cast
 
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
 from agent.bandwidth import TokenBucket
 from agent.budget import Buffer, ReadBudget, Share
@@ -37,6 +38,7 @@ from agent.deflate import frame_request, send_frames
 from agent.digests import SpanDigest
 from agent.paths import OpenFile, open_regular_file
 from agent.ranges import Conditions, Plan, Validators, plan_response
+from agent.sendfile import SLICE, SendfileSpan, SendfileUnsupported
 from agent.state import AgentState
 from common.download_headers import (
     FILE_RESPONSE_HEADERS,
@@ -54,6 +56,7 @@ UNSENT_LOWAT = 128 * 1024  # unsent bytes the kernel may queue per download (lim
 class FileHandler(BaseHandler):
     route = "files"
     protected = True
+    sendfile_span: SendfileSpan | None = None  # the body being sent by sendfile, if it is
 
     def set_default_headers(self) -> None:
         # Also called when an error replaces the answer: 4xx/5xx of this route carry them too.
@@ -147,28 +150,97 @@ class FileHandler(BaseHandler):
         )
 
     async def send_span(self, opened: OpenFile, plan: Plan) -> None:
-        """Stream ``[plan.start, plan.stop)`` of the file, holding a download slot."""
+        """Stream ``[plan.start, plan.stop)`` of the file, holding a download slot.
+
+        By ``sendfile`` when nothing has to see the bytes (`sendfile_socket`), else read
+        piece by piece through the read budget (`SpanSender`).
+        """
         self.state.acquire()
-        self.limit_unsent()
         digest = self.send_pass(opened, plan)
-        sender = SpanSender(
+        sender: SpanSender | SendfileSpan | None = None
+        try:
+            if digest is None and self.sendfile_socket() is not None:
+                sender = await self.send_by_sendfile(opened, plan)
+            if sender is None:
+                self.limit_unsent()
+                sender = SpanSender(
+                    opened.fd,
+                    plan.start,
+                    plan.stop,
+                    budget=self.settings["read_budget"],
+                    bucket=self.settings.get("bandwidth"),
+                    executor=self.settings.get("file_executor"),
+                    observer=digest,
+                )
+                await sender.send(self)
+        finally:
+            self.state.release()
+            sent = sender.sent if sender is not None else 0
+            self.count_bytes(sent, sendfile=isinstance(sender, SendfileSpan))
+            if digest is not None:
+                digest.finish(sent)
+        assert sender is not None  # the try block ran to its end
+        if sender.shrunk:
+            self.file_shrank(sender.sent, plan.length)
+        elif self.sendfile_span is not None:
+            self.end_sendfile_response()
+
+    def sendfile_socket(self) -> socket.socket | None:
+        """The connection's socket if the body may go by ``sendfile``: plain TCP, not TLS."""
+        if not hasattr(os, "sendfile"):
+            return None
+        stream = getattr(self.request.connection, "stream", None)
+        if not isinstance(stream, IOStream) or isinstance(stream, SSLIOStream):
+            return None
+        sock = stream.socket
+        if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket):
+            return None
+        return sock
+
+    async def send_by_sendfile(self, opened: OpenFile, plan: Plan) -> SendfileSpan | None:
+        """Send the span by ``sendfile`` (`agent.sendfile`); None if this file cannot be.
+
+        The response is the connection's last (``Connection: close``, see `agent.sendfile`).
+        The socket's descriptor is duplicated for the send and the writability wait, and the
+        duplicate closed before this returns, whatever happened.
+        """
+        sock = self.sendfile_socket()
+        assert sock is not None and self.request.connection is not None
+        self.set_header("Connection", "close")
+        bucket: TokenBucket | None = self.settings.get("bandwidth")
+        out_fd = os.dup(sock.fileno())
+        stream = self.request.connection.stream  # type: ignore[attr-defined]
+        span = SendfileSpan(
             opened.fd,
             plan.start,
             plan.stop,
-            budget=self.settings["read_budget"],
-            bucket=self.settings.get("bandwidth"),
+            out_fd=out_fd,
+            closed=stream.closed,
+            bucket=bucket,
+            slice_size=bucket.piece_size(self.settings["chunk_size"]) if bucket else SLICE,
             executor=self.settings.get("file_executor"),
-            observer=digest,
         )
+        self.sendfile_span = span
         try:
-            await sender.send(self)
+            await span.send(self.flush)
+        except SendfileUnsupported as exc:
+            log.info("%s: sendfile refused (%s); reading it instead", self.request.path, exc)
+            return None  # nothing of the body went out: the copying path sends all of it
         finally:
-            self.state.release()
-            self.count_bytes(sender.sent)
-            if digest is not None:
-                digest.finish(sender.sent)
-        if sender.shrunk:
-            self.file_shrank(sender.sent, plan.length)
+            os.close(out_fd)
+        return span
+
+    def end_sendfile_response(self) -> None:
+        """Close the connection after a body sent by ``sendfile``: Tornado did not write it,
+        so it cannot end the response itself (it would call the body missing)."""
+        if self.request.connection is not None:
+            self.request.connection.close()  # type: ignore[attr-defined]
+
+    def on_connection_close(self) -> None:
+        """The client left, or the server closes the connection (shutdown): stop waiting."""
+        if self.sendfile_span is not None:
+            self.sendfile_span.wake()
+        super().on_connection_close()
 
     def write_piece(self, piece: memoryview) -> Awaitable[None]:
         """Hand one piece of the body to the connection; resolves once the kernel has all of it.
@@ -218,11 +290,13 @@ class FileHandler(BaseHandler):
         if self.request.connection is not None:
             self.request.connection.close()  # type: ignore[attr-defined]
 
-    def count_bytes(self, sent: int) -> None:
+    def count_bytes(self, sent: int, *, sendfile: bool = False) -> None:
         self.state.bytes_served += sent
         metrics = self.settings.get("agent_metrics")
         if metrics is not None:
             metrics.bytes_served.inc(sent)
+            if sendfile:
+                metrics.sendfile_bytes.inc(sent)
 
 
 class PacePolicy:
