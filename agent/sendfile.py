@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import select
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from enum import Enum
@@ -43,6 +44,7 @@ from tornado.ioloop import IOLoop
 from agent.bandwidth import TokenBucket
 
 SLICE = 16 * 1024 * 1024  # most bytes one executor hop asks for, unpaced (it stops on EAGAIN)
+THREAD_WAIT_MS = 20  # how long the executor thread waits for a full socket before giving up
 UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # this file/socket can't sendfile
 
 
@@ -137,13 +139,22 @@ class SendfileSpan:
             raise
 
     def _sendfile(self, offset: int, count: int) -> tuple[int, Push]:
-        """``sendfile`` until *count* bytes are sent, the socket is full or the file ends."""
+        """``sendfile`` until *count* bytes are sent, the file ends, or the socket stays full
+        for `THREAD_WAIT` (blocking: in the executor).
+
+        A client that keeps up empties the socket's buffer within milliseconds: waiting for
+        that here (``poll``) spares the loop a wake-up and the executor a hop per buffer-full.
+        A slower one gives the thread back; the loop then waits for it (`_writable`)."""
         sent = 0
+        poller = select.poll()
+        poller.register(self.out_fd, select.POLLOUT)
         while sent < count:
             try:
                 n = os.sendfile(self.out_fd, self.fd, offset + sent, count - sent)
             except BlockingIOError:
-                return sent, Push.BLOCKED
+                if self.closed() or not poller.poll(THREAD_WAIT_MS):
+                    return sent, Push.BLOCKED
+                continue
             if n == 0:
                 return sent, Push.END
             sent += n
