@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Protocol, cast
 
+from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
 from agent.bandwidth import TokenBucket
@@ -200,13 +201,13 @@ class FileHandler(BaseHandler):
     async def send_by_sendfile(self, opened: OpenFile, plan: Plan) -> SendfileSpan | None:
         """Send the span by ``sendfile`` (`agent.sendfile`); None if this file cannot be.
 
-        The response is the connection's last (``Connection: close``, see `agent.sendfile`).
         The socket's descriptor is duplicated for the send and the writability wait, and the
         duplicate closed before this returns, whatever happened.
         """
         sock = self.sendfile_socket()
         assert sock is not None and self.request.connection is not None
-        self.set_header("Connection", "close")
+        if self.keep_alive_server() is None:
+            self.set_header("Connection", "close")  # end_sendfile_response closes it
         bucket: TokenBucket | None = self.settings.get("bandwidth")
         out_fd = os.dup(sock.fileno())
         stream = self.request.connection.stream  # type: ignore[attr-defined]
@@ -230,11 +231,51 @@ class FileHandler(BaseHandler):
             os.close(out_fd)
         return span
 
+    def keep_alive_server(self) -> HTTPServer | None:
+        """The server to hand the connection back to after a sendfile body; None: close it.
+
+        Tornado keeps a connection open after a response when the request allows it
+        (HTTP/1.1 without ``Connection: close``, HTTP/1.0 with ``keep-alive``) and the server
+        does (``no_keep_alive``); the same rules here. No server in the settings (an app run
+        without `agent.server`): close.
+        """
+        server: HTTPServer | None = self.settings.get("http_server")
+        if server is None or server.conn_params.no_keep_alive or self.state.draining:
+            return None
+        tokens = {t.strip().lower() for t in self.request.headers.get("Connection", "").split(",")}
+        if self.request.version == "HTTP/1.1":
+            return None if "close" in tokens else server
+        return server if self.request.version == "HTTP/1.0" and "keep-alive" in tokens else None
+
     def end_sendfile_response(self) -> None:
-        """Close the connection after a body sent by ``sendfile``: Tornado did not write it,
-        so it cannot end the response itself (it would call the body missing)."""
-        if self.request.connection is not None:
-            self.request.connection.close()  # type: ignore[attr-defined]
+        """End a response whose body went by ``sendfile``, keeping the connection if allowed.
+
+        Tornado did not write the body, so it cannot end the response itself (it counts what
+        it writes against ``Content-Length`` and would call the body missing). The handler
+        takes the stream back (`RequestHandler.detach`, which ends Tornado's processing of
+        this request), logs the request and runs `on_finish` as ``finish()`` would, and hands
+        the stream to the server (`HTTPServer.handle_stream`), which reads the next request
+        on it — pipelined bytes already read stay in the stream's buffer. Otherwise the
+        connection is closed.
+        """
+        connection = self.request.connection
+        span = self.sendfile_span
+        server = self.keep_alive_server()
+        stream = getattr(connection, "stream", None)
+        complete = span is not None and not span.client_left and not span.shrunk
+        if not complete or server is None or stream is None or stream.closed():
+            if connection is not None:
+                connection.close()  # type: ignore[attr-defined]
+            return
+        try:
+            address = stream.socket.getpeername()
+        except OSError:  # the client is gone already
+            connection.close()  # type: ignore[union-attr]
+            return
+        stream = self.detach()
+        self.application.log_request(self)
+        self.on_finish()
+        server.handle_stream(stream, address)
 
     def on_connection_close(self) -> None:
         """The client left, or the server closes the connection (shutdown): stop waiting."""

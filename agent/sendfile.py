@@ -40,6 +40,7 @@ from concurrent.futures import Executor
 from enum import Enum
 
 from tornado.ioloop import IOLoop
+from tornado.iostream import StreamClosedError
 
 from agent.bandwidth import TokenBucket
 
@@ -54,6 +55,7 @@ class Push(Enum):
     DONE = "done"  # all bytes asked for are in the socket
     BLOCKED = "blocked"  # the socket's buffer is full (EAGAIN): wait until it is writable
     END = "end"  # the file ended before the span did
+    GONE = "gone"  # the client left (EPIPE, ECONNRESET)
 
 
 class SendfileUnsupported(Exception):
@@ -104,14 +106,18 @@ class SendfileSpan:
                     paid = min(self.slice_size, self.stop - self.offset)
                     if self.bucket is not None:
                         await self.bucket.consume(paid)
-                n, how = await self._push(paid)
-                self.offset, self.sent, paid = self.offset + n, self.sent + n, paid - n
+                sent_before = self.sent
+                how = await self._push(paid)
+                paid -= self.sent - sent_before
+                if how is Push.GONE:
+                    self.client_left = True
+                    break
                 if how is Push.END:
                     self.shrunk = True
                     break
                 if how is Push.BLOCKED:
                     await self._writable()
-        except (BrokenPipeError, ConnectionResetError):
+        except StreamClosedError:  # gone before the headers went out
             self.client_left = True
         except OSError as exc:
             if exc.errno in UNSUPPORTED and self.sent == 0:
@@ -126,10 +132,10 @@ class SendfileSpan:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def _push(self, count: int) -> tuple[int, Push]:
+    async def _push(self, count: int) -> Push:
         """Up to *count* bytes into the socket, in the executor; never left running."""
         loop = asyncio.get_running_loop()
-        running = loop.run_in_executor(self.executor, self._sendfile, self.offset, count)
+        running = loop.run_in_executor(self.executor, self._sendfile, count)
         try:
             return await asyncio.shield(running)
         except asyncio.CancelledError:
@@ -138,27 +144,32 @@ class SendfileSpan:
                 await asyncio.wait([running])
             raise
 
-    def _sendfile(self, offset: int, count: int) -> tuple[int, Push]:
-        """``sendfile`` until *count* bytes are sent, the file ends, or the socket stays full
-        for `THREAD_WAIT` (blocking: in the executor).
+    def _sendfile(self, count: int) -> Push:
+        """``sendfile`` until *count* bytes are sent, the file ends, the client leaves, or the
+        socket stays full for `THREAD_WAIT_MS` (blocking: in the executor).
 
-        A client that keeps up empties the socket's buffer within milliseconds: waiting for
-        that here (``poll``) spares the loop a wake-up and the executor a hop per buffer-full.
-        A slower one gives the thread back; the loop then waits for it (`_writable`)."""
-        sent = 0
+        Moves `offset` and `sent` as it goes (the loop awaits it meanwhile), so bytes sent
+        before an error are counted. A client that keeps up empties the socket's buffer
+        within milliseconds: waiting for that here (``poll``) spares the loop a wake-up and
+        the executor a hop per buffer-full. A slower one gives the thread back; the loop then
+        waits for it (`_writable`)."""
+        end = self.offset + count
         poller = select.poll()
         poller.register(self.out_fd, select.POLLOUT)
-        while sent < count:
+        while self.offset < end:
             try:
-                n = os.sendfile(self.out_fd, self.fd, offset + sent, count - sent)
+                n = os.sendfile(self.out_fd, self.fd, self.offset, end - self.offset)
             except BlockingIOError:
                 if self.closed() or not poller.poll(THREAD_WAIT_MS):
-                    return sent, Push.BLOCKED
+                    return Push.BLOCKED
                 continue
+            except (BrokenPipeError, ConnectionResetError):
+                return Push.GONE
             if n == 0:
-                return sent, Push.END
-            sent += n
-        return sent, Push.DONE
+                return Push.END
+            self.offset += n
+            self.sent += n
+        return Push.DONE
 
     async def _writable(self) -> None:
         """Wait until the socket takes more (or failed, or the connection was closed)."""

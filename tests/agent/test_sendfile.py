@@ -82,7 +82,7 @@ def test_plain_download_goes_by_sendfile_byte_exact(
     status, headers, got = raw_get(agent.url, "/files/logs/sf/plain.bin")
     assert status == 200
     assert headers["Content-Length"] == str(size)
-    assert headers["Connection"] == "close"  # tornado did not write the body: see agent.sendfile
+    assert "Connection" not in headers  # kept alive
     assert got == body
     assert metric(agent, SENDFILE) == before + size
     assert metric(agent, SERVED) == served + size
@@ -107,6 +107,47 @@ def test_range_download_keeps_the_hashing_path(agent_factory: AgentFactory, tree
     )
     assert (status, got) == (200, body)
     assert metric(agent, SENDFILE) == before + len(body)
+
+
+def test_connection_is_kept_alive_after_a_sendfile_body(
+    agent_factory: AgentFactory, tree: Tree
+) -> None:
+    big = data(2 * MIB + 11)
+    tree.write("sf/alive.bin", big)
+    agent = agent_factory()
+    before = metric(agent, SENDFILE)
+    conn = connection(agent)
+    port = None
+    for path, expected in [
+        ("/files/logs/sf/alive.bin", big),
+        ("/files/logs/app.log", b"hello from logs\n"),
+        ("/files/logs/sf/alive.bin", big),
+    ]:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, expected)
+        assert response.getheader("Connection") is None
+        assert conn.sock is not None
+        port = port or conn.sock.getsockname()[1]
+        assert conn.sock.getsockname()[1] == port  # the same connection throughout
+    conn.close()
+    assert metric(agent, SENDFILE) == before + 2 * len(big) + len(b"hello from logs\n")
+    assert agent.output().count("200 GET /files/logs/sf/alive.bin") == 2  # logged as finish() would
+    # pipelined: the second request is already in the stream's buffer when the first ends
+    host, port_s = agent.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port_s)), timeout=20) as sock:
+        request = b"GET /files/logs/sf/alive.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+        sock.sendall(request + request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        received = bytearray()
+        while chunk := sock.recv(1 << 20):
+            received += chunk
+    first, rest = received.split(b"\r\n\r\n", 1)
+    assert first.startswith(b"HTTP/1.1 200")
+    assert rest[: len(big)] == big
+    second, body = rest[len(big) :].split(b"\r\n\r\n", 1)
+    assert second.startswith(b"HTTP/1.1 200") and b"Connection: close" in second
+    assert body == big  # then the agent closed the connection, as asked
+    assert "Traceback" not in agent.output()
 
 
 def run_span(path: Path, start: int, stop: int, bucket: TokenBucket | None = None) -> bytes:
@@ -197,6 +238,7 @@ def test_client_vanishing_mid_file_leaves_no_descriptor(
         socks.append(sock)
     # a socket, the file and the socket's duplicate each, while they wait on full sockets
     assert wait_for(lambda: agent.open_fds() >= idle + 9), (idle, agent.open_fds())
+    time.sleep(0.5)  # all three now wait for a full socket, on the loop
     for sock in socks:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()  # RST: gone mid-file
