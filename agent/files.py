@@ -1,7 +1,11 @@
-"""``GET``/``HEAD /files/{root}/{path}``: one file, streamed in ``chunk_size`` pieces.
+"""``GET``/``HEAD /files/{root}/{path}``: one file, by ``sendfile`` or in ``chunk_size`` pieces.
 
-The verb method reads like a script; every policy is a named hook. Blocking work (resolving
-and opening the path, each read) runs in an executor; the event loop only writes. Pieces are
+The verb method reads like a script; every policy is a named hook. A plain download over TCP
+(200, nothing needs to see its bytes) goes by ``os.sendfile`` (`agent.sendfile`): no byte
+passes through Python and no budget buffer is held. Everything else — a range answered 206
+(its send pass hashes the bytes), deflate frames, TLS — is read piece by piece, as follows.
+Blocking work (resolving and opening the path, each read) runs in an executor; the event loop
+only writes. Pieces are
 paced to the client (`PacePolicy`): up to ``chunk_size`` and read one ahead while the client
 keeps up; about 50 ms of its pace (at least 64 KiB) and nothing ahead while it is the
 bottleneck, so slow downloads hold little memory. Every piece is read into a buffer of the
