@@ -230,7 +230,8 @@ class FileHandler(BaseHandler):
             await span.send(self.flush)
         except SendfileUnsupported as exc:
             log.info("%s: sendfile refused (%s); reading it instead", self.request.path, exc)
-            return None  # nothing of the body went out: the copying path sends all of it
+            self.sendfile_span = None  # nothing of the body went out: the copying path sends
+            return None  # all of it, and Tornado ends that response itself
         finally:
             os.close(out_fd)
         return span
