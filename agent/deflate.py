@@ -12,10 +12,15 @@ Codec and level by measurement (``bench/agent_deflate.py``, generated access log
 frames): isal level 2 compresses 447 MB/s per core, 10.3x zlib level 6, at 1.23x zlib-6's
 size; zlib-ng level 2 gave 156 MB/s at 1.21x, zlib level 1 108 MB/s at 1.29x.
 
-Each frame is read (``os.preadv`` into one reused buffer of ``chunk_size``), digested
-(CRC-32 for the frame header, SHA-256 for the cache: `agent.digests.SpanDigest`) and
-compressed in the file executor; the event loop only writes. One frame's input and output
-per download are all it holds.
+Each frame is read (``os.preadv`` into one reused buffer), digested (CRC-32 for the frame
+header, SHA-256 for the cache: `agent.digests.SpanDigest`) and compressed in the file
+executor; the event loop only writes. One frame's input and output per download are all it
+holds. The input buffer is borrowed from the agent's read budget (`agent.budget`) for the
+whole download, so frames take ``chunk_size`` of source while the budget has room and a fair
+part of it when many downloads run — ``/metrics`` shows it in ``read_budget_in_use_bytes``.
+The compressed frame (a ``bytes`` object at most about its source's size, handed to Tornado
+and dropped once the kernel has it) is not counted: it exists only between compressing and
+the write, and it is smaller than the source for anything worth compressing.
 """
 
 from __future__ import annotations
@@ -99,14 +104,14 @@ class FrameSender:
         start: int,
         stop: int,
         *,
-        frame_size: int,
+        buffer: memoryview,
         crc: int = 0,
         digest: SpanDigest | None = None,
         bucket: TokenBucket | None = None,
         executor: Executor | None = None,
     ) -> None:
         self.fd, self.offset, self.stop = fd, start, stop
-        self.buffer = memoryview(bytearray(max(1, min(frame_size, stop - start))))
+        self.buffer = buffer  # frames hold up to len(buffer) source bytes
         self.encoder = FrameEncoder(crc)
         self.digest, self.bucket, self.executor = digest, bucket, executor
         self.sent = 0
@@ -174,11 +179,13 @@ async def send_frames(
         if checksums is not None
         else None
     )
+    share = handler.settings["read_budget"].share()
+    borrowed = share.borrow(handler.settings["chunk_size"])  # holding nothing: never None
     sender = FrameSender(
         opened.fd,
         plan.start,
         plan.stop,
-        frame_size=handler.settings["chunk_size"],
+        buffer=borrowed.view(min(borrowed.size, plan.stop - plan.start)),
         crc=request.crc,
         digest=digest,
         bucket=handler.settings.get("bandwidth"),
@@ -186,7 +193,10 @@ async def send_frames(
     )
     try:
         await sender.send(handler)
+        sender.buffer.release()
+        share.give_back(borrowed)  # for reuse: no read of it runs any more
     finally:
+        share.close()  # anything still borrowed (a read cut short) is unmapped, not pooled
         handler.state.release()
         handler.count_bytes(sender.sent)
         if digest is not None:

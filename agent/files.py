@@ -1,7 +1,11 @@
-"""``GET``/``HEAD /files/{root}/{path}``: one file, streamed in ``chunk_size`` pieces.
+"""``GET``/``HEAD /files/{root}/{path}``: one file, by ``sendfile`` or in ``chunk_size`` pieces.
 
-The verb method reads like a script; every policy is a named hook. Blocking work (resolving
-and opening the path, each read) runs in an executor; the event loop only writes. Pieces are
+The verb method reads like a script; every policy is a named hook. A plain download over TCP
+(200, nothing needs to see its bytes) goes by ``os.sendfile`` (`agent.sendfile`): no byte
+passes through Python and no budget buffer is held. Everything else — a range answered 206
+(its send pass hashes the bytes), deflate frames, TLS — is read piece by piece, as follows.
+Blocking work (resolving and opening the path, each read) runs in an executor; the event loop
+only writes. Pieces are
 paced to the client (`PacePolicy`): up to ``chunk_size`` and read one ahead while the client
 keeps up; about 50 ms of its pace (at least 64 KiB) and nothing ahead while it is the
 bottleneck, so slow downloads hold little memory. Every piece is read into a buffer of the
@@ -24,12 +28,14 @@ import email.utils
 import logging
 import os
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Protocol, cast
 
-from tornado.iostream import StreamClosedError
+from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
 from agent.bandwidth import TokenBucket
 from agent.budget import Buffer, ReadBudget, Share
@@ -37,6 +43,7 @@ from agent.deflate import frame_request, send_frames
 from agent.digests import SpanDigest
 from agent.paths import OpenFile, open_regular_file
 from agent.ranges import Conditions, Plan, Validators, plan_response
+from agent.sendfile import SLICE, SendfileSpan, SendfileUnsupported
 from agent.state import AgentState
 from common.download_headers import (
     FILE_RESPONSE_HEADERS,
@@ -54,6 +61,7 @@ UNSENT_LOWAT = 128 * 1024  # unsent bytes the kernel may queue per download (lim
 class FileHandler(BaseHandler):
     route = "files"
     protected = True
+    sendfile_span: SendfileSpan | None = None  # the body being sent by sendfile, if it is
 
     def set_default_headers(self) -> None:
         # Also called when an error replaces the answer: 4xx/5xx of this route carry them too.
@@ -147,28 +155,138 @@ class FileHandler(BaseHandler):
         )
 
     async def send_span(self, opened: OpenFile, plan: Plan) -> None:
-        """Stream ``[plan.start, plan.stop)`` of the file, holding a download slot."""
+        """Stream ``[plan.start, plan.stop)`` of the file, holding a download slot.
+
+        By ``sendfile`` when nothing has to see the bytes (`sendfile_socket`), else read
+        piece by piece through the read budget (`SpanSender`).
+        """
         self.state.acquire()
-        self.limit_unsent()
         digest = self.send_pass(opened, plan)
-        sender = SpanSender(
+        sender: SpanSender | SendfileSpan | None = None
+        try:
+            if digest is None and self.sendfile_socket() is not None:
+                sender = await self.send_by_sendfile(opened, plan)
+            if sender is None:
+                self.limit_unsent()
+                sender = SpanSender(
+                    opened.fd,
+                    plan.start,
+                    plan.stop,
+                    budget=self.settings["read_budget"],
+                    bucket=self.settings.get("bandwidth"),
+                    executor=self.settings.get("file_executor"),
+                    observer=digest,
+                )
+                await sender.send(self)
+        finally:
+            self.state.release()
+            sent = sender.sent if sender is not None else 0
+            self.count_bytes(sent, sendfile=isinstance(sender, SendfileSpan))
+            if digest is not None:
+                digest.finish(sent)
+        assert sender is not None  # the try block ran to its end
+        if sender.shrunk:
+            self.file_shrank(sender.sent, plan.length)
+        elif self.sendfile_span is not None:
+            self.end_sendfile_response()
+
+    def sendfile_socket(self) -> socket.socket | None:
+        """The connection's socket if the body may go by ``sendfile``: plain TCP, not TLS."""
+        if not hasattr(os, "sendfile"):
+            return None
+        stream = getattr(self.request.connection, "stream", None)
+        if not isinstance(stream, IOStream) or isinstance(stream, SSLIOStream):
+            return None
+        sock = stream.socket
+        if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket):
+            return None
+        return sock
+
+    async def send_by_sendfile(self, opened: OpenFile, plan: Plan) -> SendfileSpan | None:
+        """Send the span by ``sendfile`` (`agent.sendfile`); None if this file cannot be.
+
+        The socket's descriptor is duplicated for the send and the writability wait, and the
+        duplicate closed before this returns, whatever happened.
+        """
+        sock = self.sendfile_socket()
+        assert sock is not None and self.request.connection is not None
+        if self.keep_alive_server() is None:
+            self.set_header("Connection", "close")  # end_sendfile_response closes it
+        bucket: TokenBucket | None = self.settings.get("bandwidth")
+        out_fd = os.dup(sock.fileno())
+        stream = self.request.connection.stream  # type: ignore[attr-defined]
+        span = SendfileSpan(
             opened.fd,
             plan.start,
             plan.stop,
-            budget=self.settings["read_budget"],
-            bucket=self.settings.get("bandwidth"),
+            out_fd=out_fd,
+            closed=stream.closed,
+            bucket=bucket,
+            slice_size=bucket.piece_size(self.settings["chunk_size"]) if bucket else SLICE,
             executor=self.settings.get("file_executor"),
-            observer=digest,
         )
+        self.sendfile_span = span
         try:
-            await sender.send(self)
+            await span.send(self.flush)
+        except SendfileUnsupported as exc:
+            log.info("%s: sendfile refused (%s); reading it instead", self.request.path, exc)
+            self.sendfile_span = None  # nothing of the body went out: the copying path sends
+            return None  # all of it, and Tornado ends that response itself
         finally:
-            self.state.release()
-            self.count_bytes(sender.sent)
-            if digest is not None:
-                digest.finish(sender.sent)
-        if sender.shrunk:
-            self.file_shrank(sender.sent, plan.length)
+            os.close(out_fd)
+        return span
+
+    def keep_alive_server(self) -> HTTPServer | None:
+        """The server to hand the connection back to after a sendfile body; None: close it.
+
+        Tornado keeps a connection open after a response when the request allows it
+        (HTTP/1.1 without ``Connection: close``, HTTP/1.0 with ``keep-alive``) and the server
+        does (``no_keep_alive``); the same rules here. No server in the settings (an app run
+        without `agent.server`): close.
+        """
+        server: HTTPServer | None = self.settings.get("http_server")
+        if server is None or server.conn_params.no_keep_alive or self.state.draining:
+            return None
+        tokens = {t.strip().lower() for t in self.request.headers.get("Connection", "").split(",")}
+        if self.request.version == "HTTP/1.1":
+            return None if "close" in tokens else server
+        return server if self.request.version == "HTTP/1.0" and "keep-alive" in tokens else None
+
+    def end_sendfile_response(self) -> None:
+        """End a response whose body went by ``sendfile``, keeping the connection if allowed.
+
+        Tornado did not write the body, so it cannot end the response itself (it counts what
+        it writes against ``Content-Length`` and would call the body missing). The handler
+        takes the stream back (`RequestHandler.detach`, which ends Tornado's processing of
+        this request), logs the request and runs `on_finish` as ``finish()`` would, and hands
+        the stream to the server (`HTTPServer.handle_stream`), which reads the next request
+        on it — pipelined bytes already read stay in the stream's buffer. Otherwise the
+        connection is closed.
+        """
+        connection = self.request.connection
+        span = self.sendfile_span
+        server = self.keep_alive_server()
+        stream = getattr(connection, "stream", None)
+        complete = span is not None and not span.client_left and not span.shrunk
+        if not complete or server is None or stream is None or stream.closed():
+            if connection is not None:
+                connection.close()  # type: ignore[attr-defined]
+            return
+        try:
+            address = stream.socket.getpeername()
+        except OSError:  # the client is gone already
+            connection.close()  # type: ignore[union-attr]
+            return
+        stream = self.detach()
+        self.application.log_request(self)
+        self.on_finish()
+        server.handle_stream(stream, address)
+
+    def on_connection_close(self) -> None:
+        """The client left, or the server closes the connection (shutdown): stop waiting."""
+        if self.sendfile_span is not None:
+            self.sendfile_span.wake()
+        super().on_connection_close()
 
     def write_piece(self, piece: memoryview) -> Awaitable[None]:
         """Hand one piece of the body to the connection; resolves once the kernel has all of it.
@@ -218,11 +336,13 @@ class FileHandler(BaseHandler):
         if self.request.connection is not None:
             self.request.connection.close()  # type: ignore[attr-defined]
 
-    def count_bytes(self, sent: int) -> None:
+    def count_bytes(self, sent: int, *, sendfile: bool = False) -> None:
         self.state.bytes_served += sent
         metrics = self.settings.get("agent_metrics")
         if metrics is not None:
             metrics.bytes_served.inc(sent)
+            if sendfile:
+                metrics.sendfile_bytes.inc(sent)
 
 
 class PacePolicy:

@@ -27,6 +27,13 @@ class AgentMetrics:
             namespace=NAMESPACE,
             registry=self.registry,
         )
+        self.sendfile_bytes = Counter(
+            "sendfile_bytes",
+            "File body bytes sent by sendfile (page cache to socket in the kernel): part of "
+            "bytes_served, never read into the agent, so outside the read budget",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
         self.active_downloads = Gauge(
             "active_downloads",
             "File downloads being streamed now",

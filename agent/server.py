@@ -40,6 +40,7 @@ class AgentServer:
         app = make_app(self.config, tokens=self.tokens, state=self.state, executor=self.executor)
         ssl_context = self.config.tls.server_context() if self.config.tls else None
         server = HTTPServer(app, ssl_options=ssl_context, idle_connection_timeout=60)
+        app.settings["http_server"] = server  # takes connections back after sendfile bodies
         host, port = self.config.host_port
         server.listen(port, host)
         self.install_signals()

@@ -1,8 +1,10 @@
 """Agent throughput vs nginx (sendfile on) vs Tornado's StaticFileHandler, one run.
 
-All servers serve the same big file over loopback to ``curl``; every round downloads it once
-from each server, in an order rotated per round so the machine's noise is shared; the table
-gives medians. The target (issue 2): agent ≥ 0.9 x nginx.
+All servers serve the same big file over loopback to ``curl`` and to ``wget`` (``--client``);
+every round downloads it once from each server with each client, in an order rotated per
+round so the machine's noise is shared; the tables give medians, one per client, with the
+CPU seconds per GiB of each server and of the client (``/proc/PID/stat`` via psutil; the
+client's from ``getrusage(RUSAGE_CHILDREN)``). The target (issues 2, 14): agent ≥ 0.9 x nginx.
 
 nginx runs with ``worker_processes 1`` — equal footing with the single-process agent
 (``--nginx-auto`` also measures ``worker_processes auto``). Every download is checked:
@@ -17,6 +19,7 @@ Exit codes: 0 done; 1 target missed (only with ``--strict``); 2 usage / missing 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,10 +45,12 @@ from _common import (
     print_table,
     py_spy,
     require_curl,
+    require_wget,
     running,
     static_server,
     summarise_profile,
     warm_page_cache,
+    wget_download,
     work_dir,
 )
 
@@ -58,6 +63,7 @@ class Tally:
 
     speeds: list[float] = field(default_factory=list)  # bytes/s, curl's figure
     cpu_per_gib: list[float] = field(default_factory=list)  # server CPU seconds per GiB
+    client_cpu_per_gib: list[float] = field(default_factory=list)  # the client's, per GiB
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -65,6 +71,7 @@ class Tally:
             "min_MiBps": round(min(self.speeds) / MIB, 1),
             "max_MiBps": round(max(self.speeds) / MIB, 1),
             "median_cpu_s_per_GiB": round(median(self.cpu_per_gib), 3),
+            "median_client_cpu_s_per_GiB": round(median(self.client_cpu_per_gib), 3),
             "rounds_MiBps": [round(s / MIB, 1) for s in self.speeds],
         }
 
@@ -77,6 +84,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5, help="downloads per server [5]")
     p.add_argument("--size", default="1GiB", help="file size [1GiB]")
+    p.add_argument("--client", action="append", choices=CLIENTS, default=None,
+                   help="download with this client (repeatable) [curl and wget]")
     p.add_argument("--duration", type=float, default=120.0,
                    help="max seconds for one download (curl --max-time) [120]")
     p.add_argument("--chunk-size", default=None,
@@ -118,30 +127,46 @@ def build_servers(tmp: Path, data: Path, name: str, args: argparse.Namespace) ->
     return servers
 
 
-def measure(server: Server, size: int, max_time: float) -> tuple[CurlResult, float]:
-    cpu_before = server.cpu_seconds()
-    result = curl_download(server.file_url, max_time)
-    cpu = server.cpu_seconds() - cpu_before
+CLIENTS = {"curl": curl_download, "wget": wget_download}
+
+
+def children_cpu() -> float:
+    """user+system CPU of this script's reaped children: the clients it ran."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(server: Server, client: str, size: int,
+            max_time: float) -> tuple[CurlResult, float, float]:
+    cpu_before, client_before = server.cpu_seconds(), children_cpu()
+    result = CLIENTS[client](server.file_url, max_time)
+    cpu, client_cpu = server.cpu_seconds() - cpu_before, children_cpu() - client_before
     if result.status != 200 or result.size != size:
         raise DownloadFailed(
-            f"{server.name}: status {result.status}, {result.size} of {size} bytes "
+            f"{server.name} ({client}): status {result.status}, {result.size} of {size} bytes "
             f"from {server.file_url}\n{server.log_tail()}")
-    return result, cpu
+    return result, cpu, client_cpu
 
 
-def run_rounds(servers: list[Server], size: int, args: argparse.Namespace) -> dict[str, Tally]:
-    tallies = {s.name: Tally() for s in servers}
+def run_rounds(servers: list[Server], size: int,
+               args: argparse.Namespace) -> dict[str, dict[str, Tally]]:
+    """Tallies by client, then by server."""
+    tallies = {c: {s.name: Tally() for s in servers} for c in args.client}
     for server in servers:  # one untimed download each: connections, caches, imports warm
-        measure(server, size, args.duration)
+        measure(server, args.client[0], size, args.duration)
     for n in range(args.rounds):
         order = servers[n % len(servers):] + servers[:n % len(servers)]
-        line = []
-        for server in order:
-            result, cpu = measure(server, size, args.duration)
-            tallies[server.name].speeds.append(result.speed)
-            tallies[server.name].cpu_per_gib.append(cpu * GIB / size)
-            line.append(f"{server.name} {result.speed / MIB:.0f}")
-        print(f"round {n + 1}/{args.rounds}: " + ", ".join(line) + " MiB/s", flush=True)
+        for client in args.client:
+            line = []
+            for server in order:
+                result, cpu, client_cpu = measure(server, client, size, args.duration)
+                tally = tallies[client][server.name]
+                tally.speeds.append(result.speed)
+                tally.cpu_per_gib.append(cpu * GIB / size)
+                tally.client_cpu_per_gib.append(client_cpu * GIB / size)
+                line.append(f"{server.name} {result.speed / MIB:.0f}")
+            print(f"round {n + 1}/{args.rounds} {client}: " + ", ".join(line) + " MiB/s",
+                  flush=True)
     return tallies
 
 
@@ -150,7 +175,7 @@ def paired_ratio(a: Tally, b: Tally) -> float:
     return median([x / y for x, y in zip(a.speeds, b.speeds, strict=True)])
 
 
-def report(tallies: dict[str, Tally], size: int, args: argparse.Namespace) -> bool:
+def report(tallies: dict[str, Tally], client: str, size: int, args: argparse.Namespace) -> bool:
     nginx = median(tallies["nginx"].speeds)
     static = median(tallies["tornado-static"].speeds)
     agent = median(tallies["agent"].speeds)
@@ -158,9 +183,11 @@ def report(tallies: dict[str, Tally], size: int, args: argparse.Namespace) -> bo
     for name, tally in tallies.items():
         s = tally.summary()
         rows.append([name, s["median_MiBps"], s["min_MiBps"], s["max_MiBps"],
-                     s["median_cpu_s_per_GiB"], f"{median(tally.speeds) / nginx:.2f}"])
-    print()
-    print_table(["server", "median MiB/s", "min", "max", "CPU s/GiB", "vs nginx"], rows)
+                     s["median_cpu_s_per_GiB"], s["median_client_cpu_s_per_GiB"],
+                     f"{median(tally.speeds) / nginx:.2f}"])
+    print(f"\nclient: {client}")
+    print_table(["server", "median MiB/s", "min", "max", "CPU s/GiB", f"{client} CPU s/GiB",
+                 "vs nginx"], rows)
     ratio_nginx, ratio_static = agent / nginx, agent / static
     paired_nginx = paired_ratio(tallies["agent"], tallies["nginx"])
     paired_static = paired_ratio(tallies["agent"], tallies["tornado-static"])
@@ -175,7 +202,7 @@ def report(tallies: dict[str, Tally], size: int, args: argparse.Namespace) -> bo
     for name, (of_medians, paired) in others.items():
         print(f"agent/{name} = {of_medians:.2f} (median of per-round ratios {paired:.2f})")
     print_json_line({
-        "bench": "agent_throughput", "size": size, "rounds": args.rounds,
+        "bench": "agent_throughput", "client": client, "size": size, "rounds": args.rounds,
         "chunk_size": args.chunk_size, "nginx_worker_processes": 1,
         "agent_env": args.agent_env,
         "servers": {name: t.summary() for name, t in tallies.items()},
@@ -199,7 +226,11 @@ def print_profile(path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     args.agent_from_names = list(parse_sources(args.agent_from))
-    require_curl()
+    args.client = list(dict.fromkeys(args.client or list(CLIENTS)))
+    if "curl" in args.client:
+        require_curl()
+    if "wget" in args.client:
+        require_wget()
     nginx_binary()
     size = parse_size(args.size)
     path = ensure_file(f"bench-{size}.bin", size)
@@ -216,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DownloadFailed as exc:
             print(f"download failed, measurement invalid: {exc}", file=sys.stderr)
             return 3
-    ok = report(tallies, size, args)
+    ok = all([report(tallies[client], client, size, args) for client in args.client])
     if args.profile is not None:
         print_profile(args.profile)
     return 1 if args.strict and not ok else 0

@@ -45,8 +45,12 @@ def connect(url: str, path: str, rcvbuf: int | None) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(30)
     sock.connect((host, int(port)))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    assert sock.recv(12).startswith(b"HTTP/1.1 200")
+    # A range (206) takes the path through the read budget: a plain download goes by
+    # sendfile and borrows nothing (tests/agent/test_sendfile.py).
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-\r\nConnection: close\r\n\r\n".encode()
+    )
+    assert sock.recv(12).startswith(b"HTTP/1.1 206")
     return sock
 
 
